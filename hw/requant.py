@@ -1,0 +1,72 @@
+from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from screc.sw.numerics import Requant, signed_range
+
+__all__ = ["Requantizer", "requant_value"]
+
+
+def requant_value(m: Module, x, shift, params: Requant):
+    """Combinational requantisation of ``x`` by the run-time ``shift`` (the rule of
+    :func:`screc.sw.numerics.requantize`): add ``2**(shift-1)``, shift right arithmetically,
+    saturate to ``params.out_bits``, then ReLU if asked. Returns the ``out_bits`` signal."""
+    wide = signed(params.in_bits + 1)
+    half = Signal(wide)
+    rounded = Signal(wide)
+    out = Signal(signed(params.out_bits))
+    lo, hi = signed_range(params.out_bits)
+    m.d.comb += [
+        half.eq(Mux(shift == 0, 0, (1 << shift) >> 1)),
+        rounded.eq((x + half) >> shift),
+    ]
+    floor = 0 if params.relu else lo
+    with m.If(rounded > hi):
+        m.d.comb += out.eq(hi)
+    with m.Elif(rounded < floor):
+        m.d.comb += out.eq(floor)
+    with m.Else():
+        m.d.comb += out.eq(rounded)
+    return out
+
+
+class Requantizer(wiring.Component):
+    """Stream stage ``o.value = requantize(i.value, shift, out_bits, relu)``; ``last`` rides
+    along.
+
+    ``shift`` is a run-time input in ``[0, params.max_shift]`` (a configuration register: change
+    it only while the stage is empty). Latency one cycle, throughput one value per cycle; the
+    input is ready whenever the output register is empty or being read.
+    """
+
+    def __init__(self, params):
+        if not isinstance(params, Requant):
+            raise TypeError(f"Requantizer parameters must be a Requant, not {params!r}")
+        self._params = params
+        self.in_layout = data.StructLayout({"value": signed(params.in_bits), "last": 1})
+        self.out_layout = data.StructLayout({"value": signed(params.out_bits), "last": 1})
+        super().__init__({
+            "shift": In(params.shift_bits),
+            "i": In(stream.Signature(self.in_layout)),
+            "o": Out(stream.Signature(self.out_layout)),
+        })
+
+    @property
+    def params(self) -> Requant:
+        return self._params
+
+    @property
+    def latency(self) -> int:
+        return 1
+
+    def elaborate(self, platform):
+        m = Module()
+        value = requant_value(m, self.i.payload.value, self.shift, self._params)
+        m.d.comb += self.i.ready.eq(~self.o.valid | self.o.ready)
+        with m.If(self.i.ready):
+            m.d.sync += [
+                self.o.valid.eq(self.i.valid),
+                self.o.payload.value.eq(value),
+                self.o.payload.last.eq(self.i.payload.last),
+            ]
+        return m

@@ -1,0 +1,1 @@
+"""Simulation side of screc: cocotb benches, stream drivers/monitors and the Verilator runner."""

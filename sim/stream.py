@@ -1,0 +1,157 @@
+"""cocotb building blocks for Amaranth ``lib.stream`` ports under Verilator.
+
+Timing convention: the DUT changes on rising edges; benches write inputs right after a rising
+edge and sample at the falling edge, so ``valid & ready`` seen at a falling edge is a transfer on
+the next rising edge. Payloads are packed and unpacked with the component's own
+``lib.data`` layout, so no width is written twice. Waiting is edge-driven (a stalled driver
+sleeps on a change of ``ready``, an idle monitor on a change of ``valid``) to keep Python work
+per transaction rather than per cycle.
+"""
+
+import json
+import os
+from collections import deque
+
+import cocotb
+from amaranth.hdl import Shape
+from amaranth.lib import data
+from cocotb.triggers import ClockCycles, Edge, FallingEdge, First, RisingEdge
+
+__all__ = ["load_params", "write_report", "pack", "unpack", "StreamDriver", "StreamMonitor",
+           "InOrderChecker", "reset", "timeout_ns"]
+
+
+def load_params() -> dict:
+    with open(os.environ["SCREC_TB_PARAMS"]) as f:
+        return json.load(f)
+
+
+def write_report(report: dict):
+    with open(os.environ["SCREC_TB_REPORT"], "w") as f:
+        json.dump(report, f, indent=2, sort_keys=True)
+
+
+def timeout_ns(default_s: float) -> float:
+    """Wall-clock guard is the runner's business; this is the simulated-time budget."""
+    return float(os.environ.get("SCREC_TB_TIMEOUT_NS", default_s * 1e9))
+
+
+def pack(layout, fields: dict) -> int:
+    return layout.const(fields).as_value().value & ((1 << data.Layout.cast(layout).size) - 1)
+
+
+def unpack(layout, raw: int) -> dict:
+    layout = data.Layout.cast(layout)
+    out = {}
+    for name, field in layout:
+        width = field.width
+        v = (raw >> field.offset) & ((1 << width) - 1)
+        if Shape.cast(field.shape).signed and v >> (width - 1):
+            v -= 1 << width
+        out[name] = v
+    return out
+
+
+async def reset(dut, cycles: int = 4):
+    dut.rst.value = 1
+    await ClockCycles(dut.clk, cycles)
+    await RisingEdge(dut.clk)
+    dut.rst.value = 0
+
+
+class StreamDriver:
+    """Drives ``<name>__valid/__payload``; before each item, with probability ``idle_prob``,
+    stays idle for 1..``max_idle`` cycles."""
+
+    def __init__(self, dut, name, layout, rng, idle_prob=0.0, max_idle=4):
+        self.clk = dut.clk
+        self.valid = getattr(dut, f"{name}__valid")
+        self.ready = getattr(dut, f"{name}__ready")
+        self.payload = getattr(dut, f"{name}__payload")
+        self.layout, self.rng = layout, rng
+        self.idle_prob, self.max_idle = idle_prob, max_idle
+        self.sent = 0
+        self.valid.value = 0
+
+    async def send(self, fields: dict):
+        if self.idle_prob and self.rng.random() < self.idle_prob:
+            self.valid.value = 0
+            await ClockCycles(self.clk, int(self.rng.integers(1, self.max_idle + 1)))
+        self.payload.value = pack(self.layout, fields)
+        self.valid.value = 1
+        while True:
+            await FallingEdge(self.clk)
+            if self.ready.value:
+                break
+            await Edge(self.ready)
+        await RisingEdge(self.clk)
+        self.valid.value = 0
+        self.sent += 1
+
+    async def send_all(self, items):
+        for fields in items:
+            await self.send(fields)
+
+
+class StreamMonitor:
+    """Records every transfer on ``<name>`` (input or output side) as an unpacked dict, calls
+    ``callback`` on it if given, and keeps the count."""
+
+    def __init__(self, dut, name, layout, callback=None):
+        self.clk = dut.clk
+        self.valid = getattr(dut, f"{name}__valid")
+        self.ready = getattr(dut, f"{name}__ready")
+        self.payload = getattr(dut, f"{name}__payload")
+        self.layout, self.callback = layout, callback
+        self.count = 0
+        self.items = deque()
+        self._task = cocotb.start_soon(self._run())
+
+    async def _run(self):
+        while True:
+            await FallingEdge(self.clk)
+            if not self.valid.value:
+                await Edge(self.valid)
+                continue
+            if self.ready.value:
+                item = unpack(self.layout, int(self.payload.value))
+                self.count += 1
+                if self.callback:
+                    self.callback(item)
+                else:
+                    self.items.append(item)
+            else:
+                await First(Edge(self.ready), Edge(self.valid))
+
+    def stop(self):
+        self._task.cancel()
+
+
+class InOrderChecker:
+    """Scoreboard: the model pushes expected items, the output monitor pops and compares."""
+
+    def __init__(self, name="output"):
+        self.name = name
+        self.expected = deque()
+        self.matched = 0
+        self.mismatches = []
+
+    def expect(self, item):
+        self.expected.append(item)
+
+    def check(self, actual):
+        if not self.expected:
+            self.mismatches.append(("unexpected", actual))
+            return
+        want = self.expected.popleft()
+        if want != actual:
+            self.mismatches.append((want, actual))
+        else:
+            self.matched += 1
+
+    def assert_clean(self):
+        assert not self.mismatches, (
+            f"{self.name}: {len(self.mismatches)} mismatches, first (expected, got): "
+            f"{self.mismatches[0]}"
+        )
+        assert not self.expected, f"{self.name}: {len(self.expected)} expected items never came out"

