@@ -23,6 +23,7 @@ __all__ = [
     "tt_rows_int",
     "tt_rows_int_reference",
     "tt_rows_float",
+    "tt_error_bound",
     "embedding_bag_int",
     "embedding_bag_float",
     "mlp_layer_int",
@@ -257,6 +258,19 @@ def tt_rows_int_reference(qt: QuantTT, idx) -> np.ndarray:
             acc = acc.reshape(-1, g.shape[-1])
         out[b] = acc.reshape(-1)
     return out
+
+
+def tt_error_bound(qt: QuantTT) -> float:
+    """Largest possible |int row - float row| (real units) from the rounding of the stage
+    requantisations, when nothing saturates: stage k adds at most half an LSB of its output,
+    and each later stage multiplies an input error by at most the largest column sum of
+    |core| over a slice."""
+    bound = 0.0
+    for k in range(1, qt.tt.cores):
+        core = np.abs(dequantize(qt.cores[k], qt.core_fracs[k]))
+        gain = float(core.sum(axis=0).max())
+        bound = bound * gain + 0.5 * 2.0 ** -qt.stage_fracs[k - 1]
+    return bound
 
 
 def tt_rows_float(qt: QuantTT, idx) -> np.ndarray:

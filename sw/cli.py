@@ -1,0 +1,146 @@
+"""The ``screc`` command line."""
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from .config import ConfigError, load_config
+
+__all__ = ["main"]
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "demo.toml"
+
+
+def _fmt_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return f"{n}"
+
+
+def cmd_demo(args) -> int:
+    from .golden import dlrm_forward_int
+    from .model import generate_batch, init_params, quantization_error, quantize_dlrm
+    from .numerics import quantize
+    from .tt import compression_ratio
+
+    cfg = load_config(args.config)
+    n = cfg.numerics
+    print(f"screc demo: model {cfg.model.name!r} from {cfg.source} (config {cfg.hash})")
+    t0 = time.perf_counter()
+    params = init_params(cfg.model)
+    qmodel = quantize_dlrm(params, n, generate_batch(cfg.model, args.calib, args.seed + 1))
+    t1 = time.perf_counter()
+    print(f"  initialised and quantised in {t1 - t0:.2f} s "
+          f"(dense int{n.act_bits} at 2^-{qmodel.dense_frac}, activations at 2^-{qmodel.act_frac})")
+    print(f"\n  {'table':<14}{'rows':>11}{'dim':>5}  {'storage':<22}{'bytes':>12}{'ratio':>9}")
+    tables = []
+    for t, qt in zip(cfg.model.tables, qmodel.tables):
+        dense_b = t.rows * t.dim * n.emb_bits // 8
+        if t.tt:
+            stored = t.tt.params * n.tt_core_bits // 8
+            kind = "TT " + "x".join(map(str, t.tt.p_shapes)) + " r" + ",".join(
+                map(str, t.tt.ranks))
+            ratio = compression_ratio(t.rows, t.tt)
+        else:
+            stored, kind, ratio = dense_b, f"dense int{n.emb_bits}", 1.0
+        tables.append({"name": t.name, "rows": t.rows, "dim": t.dim, "storage": kind,
+                       "bytes": stored, "dense_bytes": dense_b, "compression": ratio,
+                       "frac": qt.frac})
+        print(f"  {t.name:<14}{t.rows:>11,}{t.dim:>5}  {kind:<22}{_fmt_bytes(stored):>12}"
+              f"{ratio:>8.1f}x")
+    dense_total = sum(t["dense_bytes"] for t in tables)
+    stored_total = sum(t["bytes"] for t in tables)
+    print(f"\n  embeddings: {_fmt_bytes(dense_total)} dense -> {_fmt_bytes(stored_total)} stored "
+          f"({dense_total / stored_total:.1f}x overall)")
+
+    batch = generate_batch(cfg.model, args.batch, args.seed)
+    t2 = time.perf_counter()
+    dense_q = quantize(batch.dense, qmodel.dense_frac, n.act_bits)
+    logits = dlrm_forward_int(qmodel, dense_q, batch.bags)
+    t3 = time.perf_counter()
+    err = quantization_error(cfg, params, qmodel, batch)
+    lookups = int(sum(b.indices.size for b in batch.bags))
+    print(f"  golden int path: {args.batch} queries, {lookups} lookups in {t3 - t2:.3f} s "
+          f"({args.batch / (t3 - t2):,.0f} queries/s on this CPU)")
+    print(f"  quantisation error vs FP32: |dCTR| p50 {err['p50_abs_dctr']:.5f}, "
+          f"p99 {err['p99_abs_dctr']:.5f}, max {err['max_abs_dctr']:.5f} "
+          f"(mean CTR {err['mean_ctr_fp32']:.3f})")
+    report = {
+        "config": cfg.source, "config_hash": cfg.hash, "batch": args.batch, "lookups": lookups,
+        "tables": tables, "dense_bytes": dense_total, "stored_bytes": stored_total,
+        "compression": dense_total / stored_total, "quantisation_error": err,
+        "golden_queries_per_s": args.batch / (t3 - t2),
+        "logit_frac": qmodel.logit_frac, "logits_head": logits[:8].tolist(),
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    print(f"\n  report written to {out}")
+    print("  (the device simulation is `make sim`; see README for which cores exist yet)")
+    return 0
+
+
+def cmd_verilog(args) -> int:
+    from amaranth.back import verilog
+
+    from screc.hw.generators import generators_for
+
+    cfg = load_config(args.config)
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    missing = []
+    for name, build in generators_for(cfg).items():
+        if build is None:
+            missing.append(name)
+            continue
+        path = out / f"{name}.v"
+        path.write_text(verilog.convert(build(), name=name, emit_src=False))
+        print(f"wrote {path}")
+    for name in missing:
+        print(f"{name}: not built yet (no generator in this version of screc)")
+    return 0
+
+
+def cmd_sim(args) -> int:
+    load_config(args.config)
+    print("screc sim: the device top is not built yet, so there is no device to simulate. "
+          "The cores that exist are simulated by `make test`.", file=sys.stderr)
+    return 2
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="screc", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="run the golden model on a config and report")
+    demo.add_argument("config", nargs="?", default=str(DEFAULT_CONFIG))
+    demo.add_argument("--batch", type=int, default=1024)
+    demo.add_argument("--calib", type=int, default=512)
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--out", default="build/report/demo.json")
+    demo.set_defaults(func=cmd_demo)
+
+    vl = sub.add_parser("verilog", help="emit the Verilog of every core for a config")
+    vl.add_argument("config", nargs="?", default=str(DEFAULT_CONFIG))
+    vl.add_argument("-o", "--output", default="build/verilog")
+    vl.set_defaults(func=cmd_verilog)
+
+    sim = sub.add_parser("sim", help="simulate the whole device under Verilator")
+    sim.add_argument("config", nargs="?", default=str(DEFAULT_CONFIG))
+    sim.set_defaults(func=cmd_sim)
+
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as e:
+        print(f"screc: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+

@@ -1,0 +1,31 @@
+import json
+
+from screc.sw.cli import main
+
+
+def test_demo_writes_a_report_with_compression_and_error(tmp_path, capsys):
+    out = tmp_path / "demo.json"
+    assert main(["demo", "--batch", "128", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["batch"] == 128 and len(report["tables"]) == 8
+    assert report["compression"] > 1.0
+    assert report["quantisation_error"]["p99_abs_dctr"] < 0.02
+    assert "quantisation error vs FP32" in capsys.readouterr().out
+
+
+def test_verilog_writes_existing_cores_and_names_missing_ones(tmp_path, capsys):
+    assert main(["verilog", "-o", str(tmp_path)]) == 0
+    assert "module requant" in (tmp_path / "requant.v").read_text()
+    assert "device_top: not built yet" in capsys.readouterr().out
+
+
+def test_sim_says_plainly_that_the_device_is_not_built(capsys):
+    assert main(["sim"]) == 2
+    assert "not built yet" in capsys.readouterr().err
+
+
+def test_bad_config_is_reported_not_raised(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[model]\nname = 'x'\n")
+    assert main(["demo", str(bad)]) == 2
+    assert "bad.toml: model.dense_features" in capsys.readouterr().err
