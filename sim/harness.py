@@ -73,7 +73,41 @@ def _decl(width: int, name: str) -> str:
     return f"logic {'[' + str(width - 1) + ':0] ' if width > 1 else ''}{name}"
 
 
-def wrapper_sv(module: str, ports: list[Port], extra: str = "") -> str:
+def file_source_sv(name: str, width: int) -> str:
+    """SV that feeds input stream ``name`` from a hex file, one word per line, at up to one
+    transfer per cycle. The bench writes the file, sets ``<name>__src_start`` and waits for
+    ``<name>__src_done``; clearing start rewinds. The path comes from ``+<name>_file=``."""
+    n = name
+    return f"""
+  string {n}__src_path;
+  integer {n}__src_fd = 0;
+  logic {n}__src_start = 1'b0;
+  logic {n}__src_done = 1'b0;
+  logic [{width - 1}:0] {n}__src_word;
+  initial begin {n}__valid = 1'b0; {n}__payload = '0; end
+  always @(posedge clk) begin
+    if (!{n}__src_start) begin
+      if ({n}__src_fd != 0) begin $fclose({n}__src_fd); {n}__src_fd = 0; end
+      {n}__src_done <= 1'b0;
+      {n}__valid <= 1'b0;
+    end else if (!{n}__src_done && (!{n}__valid || {n}__ready)) begin
+      if ({n}__src_fd == 0) begin
+        if (!$value$plusargs("{n}_file=%s", {n}__src_path)) $fatal(1, "no +{n}_file= plusarg");
+        {n}__src_fd = $fopen({n}__src_path, "r");
+        if ({n}__src_fd == 0) $fatal(1, "cannot open %s", {n}__src_path);
+      end
+      if ($fscanf({n}__src_fd, "%h\\n", {n}__src_word) == 1) begin
+        {n}__payload <= {n}__src_word;
+        {n}__valid <= 1'b1;
+      end else begin
+        {n}__valid <= 1'b0;
+        {n}__src_done <= 1'b1;
+      end
+    end
+  end"""
+
+
+def wrapper_sv(module: str, ports: list[Port], extra: str = "", file_sources=()) -> str:
     _, outputs = stream_names(ports)
     lines = ["`timescale 1ns/1ps", "/* verilator lint_off UNUSEDSIGNAL */",
              "module tb_top;", "  logic clk = 1'b0;",
@@ -87,6 +121,9 @@ def wrapper_sv(module: str, ports: list[Port], extra: str = "") -> str:
             f"  initial {s}__ready = 1'b0;",
             f"  always @(posedge clk) {s}__ready <= ($urandom % 100) >= {{24'd0, {s}__bp_pct}};",
         ]
+    widths = {p.name: p.width for p in ports}
+    for src in file_sources:
+        lines.append(file_source_sv(src, widths[f"{src}__payload"]))
     if extra:
         lines.append(extra)
     conns = ",\n".join(f"    .{p.name}({p.name})" for p in ports)
@@ -99,15 +136,17 @@ class Prepared:
     build_dir: Path
     sources: tuple[Path, ...]
     ports: tuple[Port, ...]
+    file_sources: tuple[str, ...] = ()
 
 
 def prepare(component: wiring.Component, name: str, key: str, extra_sv: str = "",
-            extra_sources=()) -> Prepared:
+            extra_sources=(), file_sources=()) -> Prepared:
     build_dir = project_root() / "build" / "sim" / f"{name}-{key}"
     build_dir.mkdir(parents=True, exist_ok=True)
     ports = ports_of(component)
     dut = build_dir / "dut.v"
     write_if_changed(dut, verilog.convert(component, name=name, emit_src=False))
     top = build_dir / "tb_top.sv"
-    write_if_changed(top, wrapper_sv(name, ports, extra_sv))
-    return Prepared(build_dir, (dut, top, *map(Path, extra_sources)), tuple(ports))
+    write_if_changed(top, wrapper_sv(name, ports, extra_sv, file_sources))
+    return Prepared(build_dir, (dut, top, *map(Path, extra_sources)), tuple(ports),
+                    tuple(file_sources))

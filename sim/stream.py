@@ -13,11 +13,13 @@ import os
 from collections import deque
 
 import cocotb
+import numpy as np
 from amaranth.hdl import Shape
 from amaranth.lib import data
-from cocotb.triggers import ClockCycles, Edge, FallingEdge, First, RisingEdge
+from cocotb.triggers import ClockCycles, Edge, FallingEdge, First, RisingEdge, with_timeout
 
-__all__ = ["load_params", "write_report", "pack", "unpack", "StreamDriver", "StreamMonitor",
+__all__ = ["load_params", "write_report", "pack", "pack_columns", "write_hex",
+           "run_file_source", "unpack", "StreamDriver", "StreamMonitor",
            "InOrderChecker", "reset", "timeout_ns"]
 
 
@@ -40,16 +42,58 @@ def pack(layout, fields: dict) -> int:
     return layout.const(fields).as_value().value & ((1 << data.Layout.cast(layout).size) - 1)
 
 
-def unpack(layout, raw: int) -> dict:
+def pack_columns(layout, columns: dict) -> list[int]:
+    """Vectorised :func:`pack` for many transfers: ``columns`` maps each field to an array."""
     layout = data.Layout.cast(layout)
-    out = {}
+    n = len(next(iter(columns.values())))
+    if layout.size <= 64:
+        word = np.zeros(n, dtype=np.uint64)
+        for name, field in layout:
+            mask = np.uint64((1 << field.width) - 1)
+            col = np.asarray(columns[name], dtype=np.int64).astype(np.uint64) & mask
+            word |= col << np.uint64(field.offset)
+        return [int(w) for w in word]
+    words = [0] * n
     for name, field in layout:
-        width = field.width
-        v = (raw >> field.offset) & ((1 << width) - 1)
-        if Shape.cast(field.shape).signed and v >> (width - 1):
-            v -= 1 << width
-        out[name] = v
-    return out
+        mask = (1 << field.width) - 1
+        for k, v in enumerate(np.asarray(columns[name]).tolist()):
+            words[k] |= (int(v) & mask) << field.offset
+    return words
+
+
+def write_hex(path, words, width: int):
+    digits = -(-width // 4)
+    with open(path, "w") as f:
+        f.write("".join(f"{w:0{digits}x}\n" for w in words))
+
+
+async def run_file_source(dut, name: str, path, words, width: int, timeout_cycles: int):
+    """Feed ``words`` into input stream ``name`` through the wrapper's file source."""
+    write_hex(path, words, width)
+    start = getattr(dut, f"{name}__src_start")
+    done = getattr(dut, f"{name}__src_done")
+    start.value = 1
+    await with_timeout(_wait_high(dut, done), timeout_cycles * 10 + 1000, "ns")
+    await RisingEdge(dut.clk)
+    start.value = 0
+    await ClockCycles(dut.clk, 2)
+
+
+async def _wait_high(dut, sig):
+    while not sig.value:
+        await sig.value_change
+
+
+def unpack(shape, raw: int):
+    """Decode ``raw`` by ``shape``: a dict for a struct layout, a list for an array layout,
+    a (signed where the shape is) int for a plain shape."""
+    if isinstance(shape, data.Layout):
+        items = [(key, unpack(f.shape, (raw >> f.offset) & ((1 << f.width) - 1)))
+                 for key, f in shape]
+        return [v for _, v in items] if isinstance(shape, data.ArrayLayout) else dict(items)
+    shape = Shape.cast(shape)
+    raw &= (1 << shape.width) - 1
+    return raw - (1 << shape.width) if shape.signed and raw >> (shape.width - 1) else raw
 
 
 async def reset(dut, cycles: int = 4):
@@ -83,7 +127,7 @@ class StreamDriver:
             await FallingEdge(self.clk)
             if self.ready.value:
                 break
-            await Edge(self.ready)
+            await self.ready.value_change
         await RisingEdge(self.clk)
         self.valid.value = 0
         self.sent += 1
@@ -111,7 +155,7 @@ class StreamMonitor:
         while True:
             await FallingEdge(self.clk)
             if not self.valid.value:
-                await Edge(self.valid)
+                await self.valid.value_change
                 continue
             if self.ready.value:
                 item = unpack(self.layout, int(self.payload.value))
@@ -121,7 +165,7 @@ class StreamMonitor:
                 else:
                     self.items.append(item)
             else:
-                await First(Edge(self.ready), Edge(self.valid))
+                await First(self.ready.value_change, self.valid.value_change)
 
     def stop(self):
         self._task.cancel()
