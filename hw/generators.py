@@ -1,8 +1,17 @@
 """Which cores screc can generate for a config, and how: the registry behind `make verilog`."""
 
+import re
+
 from screc.sw.numerics import Requant, dot_acc_bits
 
-__all__ = ["generators_for"]
+from .ram import RTL_SOURCES
+from .tt_core import TTCoreParams
+
+__all__ = ["generators_for", "module_name", "RTL_SOURCES"]
+
+
+def module_name(prefix: str, table: str) -> str:
+    return f"{prefix}_{re.sub(r'[^A-Za-z0-9_]', '_', table)}"
 
 
 def _tt_stage_requant(cfg):
@@ -13,12 +22,17 @@ def _tt_stage_requant(cfg):
 
 
 def generators_for(cfg) -> dict:
-    """Core name -> zero-argument builder of its Amaranth component, or None where the
-    generator does not exist yet."""
+    """Output file stem -> list of ``(module name, zero-argument component builder)``; an empty
+    list where the generator does not exist yet."""
+    tt_tables = [t for t in cfg.model.tables if t.tt is not None]
     return {
-        "requant": lambda: _tt_stage_requant(cfg).create(),
-        "tt_core": None,
-        "gather": None,
-        "mlp": None,
-        "device_top": None,
+        "requant": [("requant", lambda: _tt_stage_requant(cfg).create())],
+        "tt_core": [
+            (module_name("tt_core", t.name),
+             lambda t=t: TTCoreParams.for_table(t, cfg.numerics, cfg.device.tt_lanes).create())
+            for t in tt_tables
+        ],
+        "gather": [],
+        "mlp": [],
+        "device_top": [],
     }

@@ -223,6 +223,12 @@ class TTReference:
         return [out]
 
 
+def _counter(n: int, name: str) -> Signal:
+    """A counter over ``range(n)``, at least one bit wide so that no zero-width vector reaches
+    the Verilog."""
+    return Signal(range(max(n, 2)), name=name)
+
+
 def _bits(n: int) -> int:
     return max(1, (n - 1).bit_length())
 
@@ -383,12 +389,12 @@ class TTCore(wiring.Component):
 
         # Sequencer: issues one MAC op (all lanes) per cycle.
         cur = Signal(job_layout)
-        c_m1 = Signal(range(q1))
-        c_j2 = Signal(range(q2))
-        c_t = Signal(range(T2))
-        c_k = Signal(range(max(r1, r2)))
-        c_n = Signal(range(q3))
-        c_mt = Signal(range(M2))
+        c_m1 = _counter(q1, "c_m1")
+        c_j2 = _counter(q2, "c_j2")
+        c_t = _counter(T2, "c_t")
+        c_k = _counter(max(r1, r2), "c_k")
+        c_n = _counter(q3, "c_n")
+        c_mt = _counter(M2, "c_mt")
         drain = Signal(range(DRAIN_CYCLES + 1))
         closing = Signal()
         set_closing = Signal()
@@ -535,7 +541,7 @@ class TTCore(wiring.Component):
         acc_valid = Signal()
         acc_done = Signal()
         hold_valid = Signal()
-        beat = Signal(range(p.beats_per_row))
+        beat = _counter(p.beats_per_row, "beat")
 
         write_s2 = op3.valid & op3.stage2 & op3.last_k
         with m.If(acc_done & ~hold_valid):

@@ -85,23 +85,26 @@ def cmd_demo(args) -> int:
 
 
 def cmd_verilog(args) -> int:
+    import shutil
+
     from amaranth.back import verilog
 
-    from screc.hw.generators import generators_for
+    from screc.hw.generators import RTL_SOURCES, generators_for
 
     cfg = load_config(args.config)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
-    missing = []
-    for name, build in generators_for(cfg).items():
-        if build is None:
-            missing.append(name)
+    for stem, modules in generators_for(cfg).items():
+        if not modules:
+            print(f"{stem}: not built yet (no generator in this version of screc)")
             continue
-        path = out / f"{name}.v"
-        path.write_text(verilog.convert(build(), name=name, emit_src=False))
-        print(f"wrote {path}")
-    for name in missing:
-        print(f"{name}: not built yet (no generator in this version of screc)")
+        text = "\n".join(verilog.convert(build(), name=name, emit_src=False)
+                         for name, build in modules)
+        (out / f"{stem}.v").write_text(text)
+        print(f"wrote {out / f'{stem}.v'} ({', '.join(name for name, _ in modules)})")
+    for src in RTL_SOURCES:
+        shutil.copy(src, out / src.name)
+        print(f"wrote {out / src.name} (instantiated by the generated modules)")
     return 0
 
 

@@ -166,6 +166,7 @@ class DeviceConfig:
     clock_mhz: float
     tiers: tuple[TierConfig, ...]
     fpga: FpgaBudget
+    tt_lanes: int = 16
 
     def tier(self, name: str) -> TierConfig:
         for t in self.tiers:
@@ -373,6 +374,11 @@ def _read_device(sec: _Section) -> DeviceConfig:
         uram_kbits=f.int("uram_kbits", default=0, lo=0),
     )
     f.done()
+    cores = sec.section("cores", required=False)
+    tt_lanes = cores.int("tt_lanes", default=16, lo=1, hi=256)
+    if tt_lanes & (tt_lanes - 1):
+        raise cores.error("tt_lanes", tt_lanes, "must be a power of two")
+    cores.done()
     sec.done()
     on_chip = (fpga.bram_kbits + fpga.uram_kbits) * 1024 // 8
     bram = tiers[0]
@@ -389,7 +395,7 @@ def _read_device(sec: _Section) -> DeviceConfig:
                 slow.latency_ns,
                 f"must not be lower than {fast.name}.latency_ns ({fast.latency_ns})",
             )
-    return DeviceConfig(name, clock, tiers, fpga)
+    return DeviceConfig(name, clock, tiers, fpga, tt_lanes)
 
 
 def _read_numerics(sec: _Section) -> NumericsConfig:

@@ -70,6 +70,7 @@ CASES = [
     ("device.tiers.bram.capacity_bytes", 1 << 40, "device.tiers.bram.capacity_bytes",
      "on-chip memory"),
     ("device.tiers.dram", _DELETE, "device.tiers.dram", "is required"),
+    ("device.cores.tt_lanes", 12, "device.cores.tt_lanes", "power of two"),
     ("device.fpga.dsps", 0, "device.fpga.dsps", ">= 1"),
     ("device.fpga.part", "", "device.fpga.part", "non-empty string"),
     ("numerics.act_bits", 9, "numerics.act_bits", "<= 8"),
