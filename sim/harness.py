@@ -107,8 +107,10 @@ def file_source_sv(name: str, width: int) -> str:
   end"""
 
 
-def wrapper_sv(module: str, ports: list[Port], extra: str = "", file_sources=()) -> str:
+def wrapper_sv(module: str, ports: list[Port], extra: str = "", file_sources=(),
+               attached=()) -> str:
     _, outputs = stream_names(ports)
+    outputs = [s for s in outputs if s not in attached]
     lines = ["`timescale 1ns/1ps", "/* verilator lint_off UNUSEDSIGNAL */",
              "module tb_top;", "  logic clk = 1'b0;",
              f"  always #{CLOCK_HALF_PERIOD_NS} clk = ~clk;"]
@@ -140,13 +142,15 @@ class Prepared:
 
 
 def prepare(component: wiring.Component, name: str, key: str, extra_sv: str = "",
-            extra_sources=(), file_sources=()) -> Prepared:
+            extra_sources=(), file_sources=(), attached=()) -> Prepared:
+    """``attached`` names the streams that ``extra_sv`` connects to simulator-side models:
+    the wrapper generates no back-pressure for them."""
     build_dir = project_root() / "build" / "sim" / f"{name}-{key}"
     build_dir.mkdir(parents=True, exist_ok=True)
     ports = ports_of(component)
     dut = build_dir / "dut.v"
     write_if_changed(dut, verilog.convert(component, name=name, emit_src=False))
     top = build_dir / "tb_top.sv"
-    write_if_changed(top, wrapper_sv(name, ports, extra_sv, file_sources))
+    write_if_changed(top, wrapper_sv(name, ports, extra_sv, file_sources, attached))
     return Prepared(build_dir, (dut, top, *map(Path, extra_sources)), tuple(ports),
                     tuple(file_sources))

@@ -64,7 +64,8 @@ def _failure_excerpt(log: Path, limit: int = 40) -> str:
     keep, lines = False, []
     for line in log.read_text(errors="replace").splitlines():
         text = line.strip()
-        if "Traceback" in text or "failed" in text:
+        if "Traceback" in text or "failed" in text or "%Fatal" in text or "%Error" in text \
+                or text.startswith("screc_"):
             keep = True
         if keep and text:
             lines.append(text)
@@ -88,11 +89,14 @@ def run(prepared: Prepared, test_module: str, params: dict, testcase=None, seed:
     report_file.unlink(missing_ok=True)
     runner = _Verilator()
     t0 = time.perf_counter()
+    hdl = [str(s) for s in prepared.sources if s.suffix != ".cpp"]
+    cpp = [str(s) for s in prepared.sources if s.suffix == ".cpp"]
     runner.build(
-        sources=[str(s) for s in prepared.sources],
+        sources=hdl,
         hdl_toplevel="tb_top",
         build_dir=str(build_dir),
-        build_args=list(BUILD_ARGS) + (["--trace-fst", "--trace-structs"] if waves else []),
+        build_args=list(BUILD_ARGS) + cpp
+        + (["--trace-fst", "--trace-structs"] if waves else []),
         timescale=("1ns", "1ps"),
         waves=waves,
         log_file=str(build_dir / "build.log"),
@@ -118,9 +122,11 @@ def run(prepared: Prepared, test_module: str, params: dict, testcase=None, seed:
             waves=waves,
             log_file=str(build_dir / "sim.log"),
         )
-    except SystemExit as exc:
+    except (SystemExit, RuntimeError) as exc:
         if not results_xml.exists():
-            raise SimFailure(f"simulation exited with {exc.code}; see {build_dir / 'sim.log'}")
+            raise SimFailure(
+                f"simulation stopped ({exc}); see {build_dir / 'sim.log'}\n"
+                + _failure_excerpt(build_dir / "sim.log")) from None
     t2 = time.perf_counter()
     if not results_xml.exists():
         raise SimFailure(f"no results file; see {build_dir / 'sim.log'}")

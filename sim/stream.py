@@ -118,10 +118,13 @@ class StreamDriver:
         self.valid.value = 0
 
     async def send(self, fields: dict):
+        await self.send_raw(pack(self.layout, fields))
+
+    async def send_raw(self, raw: int):
         if self.idle_prob and self.rng.random() < self.idle_prob:
             self.valid.value = 0
             await ClockCycles(self.clk, int(self.rng.integers(1, self.max_idle + 1)))
-        self.payload.value = pack(self.layout, fields)
+        self.payload.value = raw
         self.valid.value = 1
         while True:
             await FallingEdge(self.clk)

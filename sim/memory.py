@@ -1,0 +1,69 @@
+"""The simulated device memory around a core: SV glue that attaches one ``screc_tier_mem``
+(sim/tier_mem.sv, served by the DPI image reader sim/image_dpi.cpp) to each external memory port
+of a component. Tier timing comes from the device config; port field positions come from the
+component's own layouts."""
+
+from pathlib import Path
+
+from amaranth.lib import data
+
+__all__ = ["MEMORY_SOURCES", "tier_timing", "memory_sv"]
+
+HERE = Path(__file__).resolve().parent
+MEMORY_SOURCES = (HERE / "tier_mem.sv", HERE / "image_dpi.cpp")
+REGION = {"dram": 1, "ssd": 2}
+
+
+def tier_timing(tier, clock_mhz: float) -> dict:
+    """SV parameters of a tier: latency in cycles, bandwidth in 1/256 bytes per cycle, access
+    granularity in bytes."""
+    return {"LATENCY": tier.latency_cycles(clock_mhz),
+            "BW_X256": max(1, round(tier.bytes_per_cycle(clock_mhz) * 256)),
+            "ACCESS_BYTES": tier.access_bytes}
+
+
+def _slice(layout, field, port):
+    f = data.Layout.cast(layout)[field]
+    return f"{port}[{f.offset + f.width - 1}:{f.offset}]"
+
+
+def memory_sv(device, ports, req_layout, resp_layout, port_bytes: int, queue: int) -> str:
+    """``ports``: tier names whose ``<tier>_req`` / ``<tier>_resp`` streams the component has."""
+    lines = [
+        "  initial begin",
+        "    string image_path;",
+        '    if (!$value$plusargs("image=%s", image_path)) $fatal(1, "no +image= plusarg");',
+        "    if (screc_image_open(image_path) != 0)",
+        '      $fatal(1, "memory image %s refused (reason above)", image_path);',
+        "  end",
+        '  import "DPI-C" function int screc_image_open(input string path);',
+    ]
+    rd = data.Layout.cast(resp_layout)
+    for name in ports:
+        timing = tier_timing(device.tier(name), device.clock_mhz)
+        params = {"REGION": REGION[name], "PORT_BYTES": port_bytes,
+                  "ADDR_BITS": data.Layout.cast(req_layout)["addr"].width,
+                  "LEN_BITS": data.Layout.cast(req_layout)["len"].width, "QUEUE": queue, **timing}
+        plist = ", ".join(f".{k}({v})" for k, v in params.items())
+        lines += [
+            f"  logic [31:0] {name}__extra_max = 32'd0;",
+            f"  longint {name}__n_requests, {name}__n_bytes, {name}__n_charged, "
+            f"{name}__n_beats, {name}__n_oob;",
+            f"  logic {name}__resp_valid_m, {name}__resp_last_m;",
+            f"  logic [{port_bytes * 8 - 1}:0] {name}__resp_data_m;",
+            f"  screc_tier_mem #({plist}) {name}_mem (",
+            "    .clk(clk), .rst(rst),",
+            f"    .req_valid({name}_req__valid), .req_ready({name}_req__ready),",
+            f"    .req_addr({_slice(req_layout, 'addr', f'{name}_req__payload')}),",
+            f"    .req_len({_slice(req_layout, 'len', f'{name}_req__payload')}),",
+            f"    .resp_valid({name}__resp_valid_m), .resp_ready({name}_resp__ready),",
+            f"    .resp_data({name}__resp_data_m), .resp_last({name}__resp_last_m),",
+            f"    .extra_delay_max({name}__extra_max),",
+            f"    .n_requests({name}__n_requests), .n_bytes({name}__n_bytes),",
+            f"    .n_charged({name}__n_charged), .n_beats({name}__n_beats),",
+            f"    .n_oob({name}__n_oob));",
+            f"  assign {name}_resp__valid = {name}__resp_valid_m;",
+            f"  assign {_slice(rd, 'data', f'{name}_resp__payload')} = {name}__resp_data_m;",
+            f"  assign {_slice(rd, 'last', f'{name}_resp__payload')} = {name}__resp_last_m;",
+        ]
+    return "\n".join(lines)
