@@ -96,6 +96,19 @@ class GatherParams:
         input register, issue, BRAM request queue, RAM read, ROB write, pooler read."""
         return 6
 
+    @classmethod
+    def for_config(cls, cfg, **kwargs):
+        """The gather unit a config's device gets: dim of the model's dense tables, ports and
+        depth from ``[device.cores]``, one descriptor slot per table, bags up to the largest
+        ``max_pooling``, the BRAM tier's capacity in port words."""
+        dev = cfg.device
+        return cls(dim=cfg.model.emb_dim, numerics=cfg.numerics,
+                   port_bytes=dev.gather_port_bytes, outstanding=dev.gather_outstanding,
+                   tables=len(cfg.model.tables),
+                   max_bag=max(t.max_pooling for t in cfg.model.tables),
+                   bram_words=dev.tier("bram").capacity_bytes // dev.gather_port_bytes,
+                   **kwargs)
+
     def create(self):
         return GatherUnit(self)
 
@@ -419,20 +432,6 @@ class GatherUnit(wiring.Component):
         hold = [Signal(out_shape, name=f"hold{e}") for e in range(p.dim)]
         hold_valid = Signal()
         hold_error = Signal()
-        m.d.comb += stall.eq(sb.valid & sb.close & hold_valid)
-        for e in range(p.dim):
-            bt, lane = divmod(e, p.elems_per_beat)
-            elem = beat_data[lane * eb:(lane + 1) * eb].as_signed()
-            add = Mux(sb.valid & sb.row & (sb.beat == bt), elem, 0)
-            total = acc[e] + add
-            with m.If(~stall):
-                with m.If(sb.valid & sb.close):
-                    m.d.sync += [acc[e].eq(0), hold[e].eq(Mux(sb.error, 0, total))]
-                with m.Else():
-                    m.d.sync += acc[e].eq(total)
-        with m.If(~stall & sb.valid & sb.close):
-            m.d.sync += [hold_valid.eq(1), hold_error.eq(sb.error)]
-
         nbeats = p.dim // p.beat
         out_beat = Signal(range(max(nbeats, 2)))
         with m.Switch(out_beat):
@@ -447,6 +446,21 @@ class GatherUnit(wiring.Component):
                 m.d.sync += [hold_valid.eq(0), out_beat.eq(0)]
             with m.Else():
                 m.d.sync += out_beat.eq(out_beat + 1)
+
+        hold_leaving = self.out.ready & self.out.payload.last
+        m.d.comb += stall.eq(sb.valid & sb.close & hold_valid & ~hold_leaving)
+        for e in range(p.dim):
+            bt, lane = divmod(e, p.elems_per_beat)
+            elem = beat_data[lane * eb:(lane + 1) * eb].as_signed()
+            add = Mux(sb.valid & sb.row & (sb.beat == bt), elem, 0)
+            total = acc[e] + add
+            with m.If(~stall):
+                with m.If(sb.valid & sb.close):
+                    m.d.sync += [acc[e].eq(0), hold[e].eq(Mux(sb.error, 0, total))]
+                with m.Else():
+                    m.d.sync += acc[e].eq(total)
+        with m.If(~stall & sb.valid & sb.close):
+            m.d.sync += [hold_valid.eq(1), hold_error.eq(sb.error)]
 
         busy = s1_valid | (used != 0) | sb.valid | hold_valid
         with m.If(busy):

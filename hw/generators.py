@@ -5,6 +5,7 @@ import re
 from screc.sw.numerics import Requant, dot_acc_bits
 
 from .ram import RTL_SOURCES
+from .gather import GatherParams
 from .tt_core import TTCoreParams
 
 __all__ = ["generators_for", "module_name", "RTL_SOURCES"]
@@ -32,7 +33,7 @@ def generators_for(cfg) -> dict:
              lambda t=t: TTCoreParams.for_table(t, cfg.numerics, cfg.device.tt_lanes).create())
             for t in tt_tables
         ],
-        "gather": [],
+        "gather": [("gather", lambda: GatherParams.for_config(cfg).create())],
         "mlp": [],
         "device_top": [],
     }

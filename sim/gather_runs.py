@@ -66,7 +66,7 @@ def with_tier_latency(device, **latency_ns):
 
 
 def run_gather(params: GatherParams, device, tables, placements, phases, seed=1,
-               name="gather"):
+               name="gather", feed_from_file=False):
     """``phases``: dicts with ``lookups`` and optional ``idle_prob``, ``max_idle``, ``bp_pct``,
     ``extra_delay`` (random extra memory latency, cycles) and ``desc_override``
     (``{table: {field: value}}``, to corrupt a descriptor)."""
@@ -77,7 +77,8 @@ def run_gather(params: GatherParams, device, tables, placements, phases, seed=1,
     key = harness.config_key(asdict(params), extra)
     prepared = harness.prepare(comp, name, key, extra_sv=extra,
                                extra_sources=(*RTL_SOURCES, *MEMORY_SOURCES),
-                               file_sources=("bram_load",),
+                               file_sources=("bram_load", "lookup") if feed_from_file
+                               else ("bram_load",),
                                attached=("dram_req", "dram_resp", "ssd_req", "ssd_resp"))
     image_file = prepared.build_dir / "image.bin"
     image_file.write_bytes(image)
@@ -88,11 +89,12 @@ def run_gather(params: GatherParams, device, tables, placements, phases, seed=1,
     np.savez(data_file, **arrays)
     meta = [{"idle_prob": ph.get("idle_prob", 0.0), "max_idle": ph.get("max_idle", 4),
              "bp_pct": ph.get("bp_pct", 0), "extra_delay": ph.get("extra_delay", 0),
-             "slowest_latency": slowest,
+             "slowest_latency": slowest, "feed": "file" if feed_from_file else "driver",
              "desc_override": {str(k): v for k, v in ph.get("desc_override", {}).items()}}
             for ph in phases]
     p_json = {**asdict(params), "numerics": asdict(params.numerics)}
     cfg = {"params": p_json, "image": str(image_file), "data": str(data_file), "seed": seed,
-           "phases": meta, "bram_file": str(prepared.build_dir / "bram_load.hex")}
+           "phases": meta, "bram_file": str(prepared.build_dir / "bram_load.hex"),
+           "lookup_file": str(prepared.build_dir / "lookup.hex")}
     return runner.run(prepared, "screc.sim.tb_gather", cfg, seed=seed,
                       plusargs=(f"+image={image_file}",))

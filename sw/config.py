@@ -167,6 +167,8 @@ class DeviceConfig:
     tiers: tuple[TierConfig, ...]
     fpga: FpgaBudget
     tt_lanes: int = 16
+    gather_port_bytes: int = 64
+    gather_outstanding: int = 128
 
     def tier(self, name: str) -> TierConfig:
         for t in self.tiers:
@@ -378,6 +380,11 @@ def _read_device(sec: _Section) -> DeviceConfig:
     tt_lanes = cores.int("tt_lanes", default=16, lo=1, hi=256)
     if tt_lanes & (tt_lanes - 1):
         raise cores.error("tt_lanes", tt_lanes, "must be a power of two")
+    port = cores.int("gather_port_bytes", default=64, lo=8, hi=128)
+    outstanding = cores.int("gather_outstanding", default=128, lo=1, hi=4096)
+    for key, value in (("gather_port_bytes", port), ("gather_outstanding", outstanding)):
+        if value & (value - 1):
+            raise cores.error(key, value, "must be a power of two")
     cores.done()
     sec.done()
     on_chip = (fpga.bram_kbits + fpga.uram_kbits) * 1024 // 8
@@ -395,7 +402,7 @@ def _read_device(sec: _Section) -> DeviceConfig:
                 slow.latency_ns,
                 f"must not be lower than {fast.name}.latency_ns ({fast.latency_ns})",
             )
-    return DeviceConfig(name, clock, tiers, fpga, tt_lanes)
+    return DeviceConfig(name, clock, tiers, fpga, tt_lanes, port, outstanding)
 
 
 def _read_numerics(sec: _Section) -> NumericsConfig:

@@ -71,6 +71,8 @@ CASES = [
      "on-chip memory"),
     ("device.tiers.dram", _DELETE, "device.tiers.dram", "is required"),
     ("device.cores.tt_lanes", 12, "device.cores.tt_lanes", "power of two"),
+    ("device.cores.gather_port_bytes", 48, "device.cores.gather_port_bytes", "power of two"),
+    ("device.cores.gather_outstanding", 0, "device.cores.gather_outstanding", ">= 1"),
     ("device.fpga.dsps", 0, "device.fpga.dsps", ">= 1"),
     ("device.fpga.part", "", "device.fpga.part", "non-empty string"),
     ("numerics.act_bits", 9, "numerics.act_bits", "<= 8"),
