@@ -22,7 +22,7 @@ import numpy as np
 
 __all__ = ["ImageError", "DESCRIPTOR_FIELDS", "DESCRIPTOR_BYTES", "DESCRIPTOR_MAGIC",
            "REGION_IDS", "KIND_DENSE", "KIND_TT", "TablePlacement", "Image", "build_image",
-           "read_image", "descriptor_dtype"]
+           "read_image", "descriptor_dtype", "mlp_region", "read_mlp_region"]
 
 MAGIC = b"SCRECIMG"
 VERSION = 1
@@ -32,7 +32,10 @@ DESCRIPTOR_BYTES = 64
 DESCRIPTOR_MAGIC = 0x5DE5
 KIND_DENSE = 0
 KIND_TT = 1
-REGION_IDS = {"bram": 0, "dram": 1, "ssd": 2}
+REGION_IDS = {"bram": 0, "dram": 1, "ssd": 2, "mlp": 3}
+_MLP_HEADER = np.dtype([("instructions", "<u4"), ("weight_words", "<u4"), ("bias_words", "<u4"),
+                        ("rows", "<u4"), ("dense_base", "<u4"), ("emb_base", "<u4"),
+                        ("emb_stride", "<u4"), ("reserved", "<u4")])
 
 DESCRIPTOR_FIELDS = (
     ("magic", 16), ("kind", 8), ("flags", 8), ("dim", 16), ("row_bytes", 16),
@@ -132,7 +135,69 @@ def row_bytes(dim: int, emb_bits: int) -> int:
     return dim * _elem_bytes(emb_bits)
 
 
-def build_image(tables, placements, emb_bits: int, port_bytes: int, device=None) -> bytes:
+def mlp_region(program) -> bytes:
+    """The ``mlp`` region: a 32-byte header, then the instructions (16 bytes each, the MLP
+    core's ``MLP_DESCRIPTOR_FIELDS``), the weight words (R int8 each) and the bias words (R
+    int32 each)."""
+    from screc.hw.mlp import MLP_DESCRIPTOR_FIELDS
+
+    header = np.zeros(1, dtype=_MLP_HEADER)
+    header[0] = (len(program.descriptors), len(program.weights), len(program.biases),
+                 program.params.rows, program.dense_base, program.emb_base,
+                 program.emb_stride, 0)
+    instr = b"".join(_pack_fields(MLP_DESCRIPTOR_FIELDS, d).to_bytes(16, "little")
+                     for d in program.descriptors)
+    return (header.tobytes() + instr + program.weights.astype("<i1").tobytes()
+            + program.biases.astype("<i4").tobytes())
+
+
+def read_mlp_region(region) -> dict:
+    """Inverse of :func:`mlp_region`: header fields, instruction dicts, weights, biases."""
+    from screc.hw.mlp import MLP_DESCRIPTOR_FIELDS
+
+    raw = bytes(region)
+    if len(raw) < _MLP_HEADER.itemsize:
+        raise ImageError("mlp region: truncated header")
+    h = np.frombuffer(raw[:_MLP_HEADER.itemsize], dtype=_MLP_HEADER)[0]
+    n_i, n_w, n_b, rows = (int(h[k]) for k in ("instructions", "weight_words", "bias_words",
+                                                "rows"))
+    pos = _MLP_HEADER.itemsize
+    need = pos + 16 * n_i + rows * n_w + 4 * rows * n_b
+    if len(raw) != need:
+        raise ImageError(f"mlp region: {len(raw)} bytes, its header implies {need}")
+    instr = [_unpack_fields(MLP_DESCRIPTOR_FIELDS, int.from_bytes(raw[pos + 16 * i:
+                                                                      pos + 16 * (i + 1)],
+                                                                  "little"))
+             for i in range(n_i)]
+    pos += 16 * n_i
+    weights = np.frombuffer(raw[pos:pos + rows * n_w], dtype="<i1").reshape(n_w, rows)
+    pos += rows * n_w
+    biases = np.frombuffer(raw[pos:], dtype="<i4").reshape(n_b, rows)
+    return {"header": {k: int(h[k]) for k in _MLP_HEADER.names}, "instructions": instr,
+            "weights": weights.astype(np.int64), "biases": biases.astype(np.int64)}
+
+
+def _pack_fields(fields, values: dict) -> int:
+    word, offset = 0, 0
+    for name, bits in fields:
+        v = int(values.get(name, 0))
+        if not 0 <= v < (1 << bits):
+            raise ValueError(f"field {name} = {v} does not fit {bits} bits")
+        word |= v << offset
+        offset += bits
+    return word
+
+
+def _unpack_fields(fields, word: int) -> dict:
+    out, offset = {}, 0
+    for name, bits in fields:
+        out[name] = (word >> offset) & ((1 << bits) - 1)
+        offset += bits
+    return out
+
+
+def build_image(tables, placements, emb_bits: int, port_bytes: int, device=None,
+                mlp=None) -> bytes:
     """Lay out ``tables`` (:class:`screc.sw.golden.QuantTable`, rows already in remapped order)
     with their :class:`TablePlacement` and return the image bytes. With ``device`` the tier
     capacities are checked (an error names the tier and the overflow)."""
@@ -182,6 +247,7 @@ def build_image(tables, placements, emb_bits: int, port_bytes: int, device=None)
                                  f"{used[tier.name] - tier.capacity_bytes} more than its "
                                  f"capacity {tier.capacity_bytes}")
     regions = {name: b"".join(chunks[name]) for name in REGION_IDS}
+    regions["mlp"] = mlp_region(mlp) if mlp is not None else b""
     directory = np.zeros(len(REGION_IDS), dtype=_DIR)
     offset = HEADER_BYTES + len(REGION_IDS) * DIR_ENTRY_BYTES + len(tables) * DESCRIPTOR_BYTES
     for i, (name, rid) in enumerate(REGION_IDS.items()):

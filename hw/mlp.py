@@ -1,0 +1,608 @@
+from dataclasses import dataclass
+
+import numpy as np
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from screc.sw.numerics import NumericsConfig, Requant, dot_acc_bits
+
+from .ram import SDPRam
+from .requant import requant_value
+
+__all__ = ["MLPParams", "MLPCore", "MLPProgram", "MLP_DESCRIPTOR_FIELDS", "OP_MLP", "OP_DOT",
+           "OP_COPY", "descriptor_ok"]
+
+OP_MLP, OP_DOT, OP_COPY = 0, 1, 2
+MLP_DESCRIPTOR_FIELDS = (
+    ("op", 2), ("relu", 1), ("raw", 1), ("shift", 6), ("in_base", 16), ("out_base", 16),
+    ("k", 16), ("n_out", 16), ("tiles", 12), ("w_base", 24), ("b_base", 12), ("reserved", 6),
+)
+"""(name, bits) of one MLP-core instruction, least significant first (128 bits). ``MLP``:
+``y[out_base + o] = requant(sum_k W[o, k] x[in_base + k] + b[o], shift, relu)`` for ``o <
+n_out``, weights from word ``w_base`` (``tiles`` x ``k`` words of R weights), biases from word
+``b_base``; with ``raw`` the accumulators leave as logits. ``DOT``: the ``k`` features of
+``tiles`` x R elements at ``in_base`` (feature-block aligned) give ``k(k-1)/2`` pairwise dots,
+requantised by ``shift`` to ``out_base + pair``. ``COPY``: ``k`` features from ``in_base`` to
+``out_base``."""
+COUNTER_BITS = 48
+DRAIN_GAP = 4
+
+
+@dataclass(frozen=True)
+class MLPParams:
+    """An MLP core of ``rows`` (output neurons, R) x ``lanes`` (samples, L) int8 MACs.
+
+    ``act_words``: depth of each of the R activation banks (so R x ``act_words`` features per
+    sample); ``weight_words``: words of R weights; ``bias_words``: words of R biases;
+    ``max_k``: the longest dot product, which sizes the accumulators; ``program_len``: the
+    number of instruction slots."""
+
+    rows: int = 16
+    lanes: int = 16
+    numerics: NumericsConfig = NumericsConfig()
+    act_words: int = 128
+    weight_words: int = 32768
+    bias_words: int = 256
+    max_k: int = 1024
+    program_len: int = 16
+
+    def __post_init__(self):
+        for name in ("rows", "lanes", "act_words", "weight_words", "bias_words", "max_k",
+                     "program_len"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 1:
+                raise ValueError(f"MLPParams.{name} must be a positive integer, not {v!r}")
+        if self.rows & (self.rows - 1):
+            raise ValueError(f"MLPParams.rows must be a power of two, not {self.rows!r}")
+
+    @property
+    def act_bits(self) -> int:
+        return self.numerics.act_bits
+
+    @property
+    def acc_bits(self) -> int:
+        n = self.numerics
+        bias = dot_acc_bits(n.act_bits, n.weight_bits, self.max_k)
+        return dot_acc_bits(n.act_bits, n.weight_bits, self.max_k, bias_bits=bias)
+
+    @property
+    def bias_bits(self) -> int:
+        n = self.numerics
+        return dot_acc_bits(n.act_bits, n.weight_bits, self.max_k)
+
+    @property
+    def features(self) -> int:
+        return self.rows * self.act_words
+
+    def layer_cycles(self, k: int, n_out: int) -> int:
+        """Issue cycles of an MLP instruction: one tile of R outputs per max(k, R) cycles (the
+        drain of R result words must finish before the next tile's results)."""
+        return -(-n_out // self.rows) * max(k, self.rows) + self.rows + DRAIN_GAP
+
+    def compile(self, qmodel, emb_dim: int):
+        return MLPProgram.compile(self, qmodel, emb_dim)
+
+    def create(self):
+        return MLPCore(self)
+
+
+def descriptor_ok(d: dict, p: MLPParams) -> bool:
+    """The checks the core makes before it runs an instruction."""
+    feats = p.features
+    if d["op"] == OP_MLP:
+        return (d["in_base"] + d["k"] <= feats and d["w_base"] + d["tiles"] * d["k"]
+                <= p.weight_words and d["b_base"] + d["tiles"] <= p.bias_words
+                and d["n_out"] <= d["tiles"] * p.rows and d["k"] <= p.max_k and d["k"] >= 1
+                and (d["raw"] or d["out_base"] + d["n_out"] <= feats))
+    if d["op"] == OP_DOT:
+        n, chunks = d["k"], d["tiles"]
+        return (d["in_base"] % p.rows == 0 and chunks >= 1 and n >= 2
+                and d["in_base"] + n * chunks * p.rows <= feats
+                and d["out_base"] + n * (n - 1) // 2 <= feats
+                and chunks * p.rows <= p.max_k)
+    if d["op"] == OP_COPY:
+        return d["in_base"] + d["k"] <= feats and d["out_base"] + d["k"] <= feats
+    return False
+
+
+@dataclass
+class MLPProgram:
+    """A compiled dense path: instructions, tiled weights and biases, and the feature map
+    (where the host writes dense features and pooled embeddings of a batch tile)."""
+
+    params: MLPParams
+    descriptors: list
+    weights: np.ndarray
+    biases: np.ndarray
+    dense_base: int
+    dense_features: int
+    emb_base: int
+    emb_stride: int
+    emb_dim: int
+    tables: int
+
+    @classmethod
+    def compile(cls, p: MLPParams, qmodel, emb_dim: int):
+        R = p.rows
+        stride = -(-emb_dim // R) * R
+        tables = len(qmodel.tables)
+        n_feat = tables + 1
+        dense_in = qmodel.bottom[0].weight.shape[1]
+        x_base = 0
+        emb_base = x_base + stride
+        top_in = emb_base + tables * stride
+        pairs = n_feat * (n_feat - 1) // 2
+        buf_a = -(-(top_in + emb_dim + pairs) // R) * R
+        widest = max(layer.weight.shape[0] for layer in (*qmodel.bottom, *qmodel.top))
+        buf_b = buf_a + -(-max(widest, dense_in) // R) * R
+        dense_base = buf_b + -(-widest // R) * R
+        descs, weights, biases = [], [], []
+
+        def mlp(layer, in_base, out_base, raw=False):
+            n_out, k = layer.weight.shape
+            tiles = -(-n_out // R)
+            w = np.zeros((tiles * R, k), dtype=np.int64)
+            w[:n_out] = layer.weight
+            b = np.zeros(tiles * R, dtype=np.int64)
+            b[:n_out] = layer.bias
+            descs.append({"op": OP_MLP, "relu": int(layer.relu), "raw": int(raw),
+                          "shift": layer.shift, "in_base": in_base, "out_base": out_base,
+                          "k": k, "n_out": n_out, "tiles": tiles,
+                          "w_base": sum(len(x) for x in weights), "b_base": len(biases)
+                          and sum(len(x) for x in biases), "reserved": 0})
+            weights.append(w.reshape(tiles, R, k).transpose(0, 2, 1).reshape(-1, R))
+            biases.append(b.reshape(tiles, R))
+
+        src = dense_base
+        bufs = [buf_a, buf_b]
+        for i, layer in enumerate(qmodel.bottom):
+            last = i == len(qmodel.bottom) - 1
+            dst = x_base if last else bufs[i % 2]
+            mlp(layer, src, dst)
+            src = dst
+        descs.append({"op": OP_DOT, "relu": 0, "raw": 0, "shift": qmodel.act_frac,
+                      "in_base": x_base, "out_base": top_in + emb_dim, "k": n_feat,
+                      "n_out": pairs, "tiles": stride // R, "w_base": 0, "b_base": 0,
+                      "reserved": 0})
+        descs.append({"op": OP_COPY, "relu": 0, "raw": 0, "shift": 0, "in_base": x_base,
+                      "out_base": top_in, "k": emb_dim, "n_out": 0, "tiles": 0, "w_base": 0,
+                      "b_base": 0, "reserved": 0})
+        src = top_in
+        for i, layer in enumerate(qmodel.top):
+            last = i == len(qmodel.top) - 1
+            dst = bufs[i % 2]
+            mlp(layer, src, dst, raw=last)
+            src = dst
+        prog = cls(p, descs, np.concatenate(weights), np.concatenate(biases), dense_base,
+                   dense_in, emb_base, stride, emb_dim, tables)
+        prog.check()
+        return prog
+
+    def check(self):
+        p = self.params
+        if len(self.descriptors) > p.program_len:
+            raise ValueError(f"program has {len(self.descriptors)} instructions, the core holds "
+                             f"{p.program_len} (MLPParams.program_len)")
+        if len(self.weights) > p.weight_words or len(self.biases) > p.bias_words:
+            raise ValueError(f"program needs {len(self.weights)} weight and {len(self.biases)} "
+                             f"bias words, the core holds {p.weight_words} and {p.bias_words}")
+        for i, d in enumerate(self.descriptors):
+            if not descriptor_ok(d, p):
+                raise ValueError(f"instruction {i} ({d}) does not fit the core: act_words "
+                                 f"{p.act_words}, max_k {p.max_k}")
+
+    def activations(self, dense_q, pooled_q) -> np.ndarray:
+        """The feature-major activation words for one batch tile: ``(features, lanes)``."""
+        L = self.params.lanes
+        acts = np.zeros((self.params.features, L), dtype=np.int64)
+        n = dense_q.shape[0]
+        acts[self.dense_base:self.dense_base + self.dense_features, :n] = dense_q.T
+        for t, pooled in enumerate(pooled_q):
+            base = self.emb_base + t * self.emb_stride
+            acts[base:base + self.emb_dim, :n] = pooled.T
+        return acts
+
+    def execute(self, acts: np.ndarray) -> np.ndarray:
+        """Run the program on ``(features, lanes)`` activations the way the core does (an
+        instruction-level model, integer-exact): returns the raw logits of the lanes."""
+        from screc.sw.numerics import requantize
+
+        p, acts = self.params, acts.copy()
+        logits = None
+        for d in self.descriptors:
+            if d["op"] == OP_MLP:
+                k, n, R = d["k"], d["n_out"], p.rows
+                w = self.weights[d["w_base"]:d["w_base"] + d["tiles"] * k]
+                w = w.reshape(d["tiles"], k, R).transpose(0, 2, 1).reshape(-1, k)[:n]
+                b = self.biases[d["b_base"]:d["b_base"] + d["tiles"]].reshape(-1)[:n]
+                acc = w @ acts[d["in_base"]:d["in_base"] + k] + b[:, None]
+                if d["raw"]:
+                    logits = acc[0]
+                else:
+                    acts[d["out_base"]:d["out_base"] + n] = requantize(
+                        acc, d["shift"], p.act_bits, bool(d["relu"]))
+            elif d["op"] == OP_DOT:
+                n, width = d["k"], d["tiles"] * p.rows
+                feats = acts[d["in_base"]:d["in_base"] + n * width].reshape(n, width, -1)
+                pair = 0
+                for i in range(n):
+                    for j in range(i):
+                        dot = (feats[i] * feats[j]).sum(axis=0)
+                        acts[d["out_base"] + pair] = requantize(dot, d["shift"], p.act_bits)
+                        pair += 1
+            else:
+                acts[d["out_base"]:d["out_base"] + d["k"]] = acts[
+                    d["in_base"]:d["in_base"] + d["k"]].copy()
+        return logits
+
+    @property
+    def macs_per_sample(self) -> int:
+        macs = 0
+        for d in self.descriptors:
+            if d["op"] == OP_MLP:
+                macs += d["k"] * d["n_out"]
+            elif d["op"] == OP_DOT:
+                macs += d["n_out"] * self.emb_dim
+        return macs
+
+    @property
+    def cycles_per_tile(self) -> int:
+        """Issue cycles of the whole program for one batch tile (the cycle model)."""
+        p, total = self.params, 0
+        for d in self.descriptors:
+            if d["op"] == OP_MLP:
+                total += p.layer_cycles(d["k"], d["n_out"])
+            elif d["op"] == OP_DOT:
+                total += d["n_out"] * d["tiles"] + DRAIN_GAP + 4
+            else:
+                total += d["k"] + DRAIN_GAP + 2
+        return total
+
+
+def _layout(fields):
+    return data.StructLayout({name: unsigned(bits) for name, bits in fields})
+
+
+class MLPCore(wiring.Component):
+    """MLP core: DLRM's dense path (bottom MLP, dot interaction, top MLP) on an R x L int8 MAC
+    array, driven by an instruction program loaded at run time.
+
+    ``load`` writes instructions (``target`` 0), weight words of R int8 (1) and bias words of R
+    accumulators (2). A batch tile of up to L samples: the host writes its features with
+    ``act_in`` (one feature of L samples per transfer, feature-major, at the addresses the
+    program's feature map gives), then sends ``start`` with the number of valid samples; the
+    core runs every instruction and emits one ``logits`` beat (L accumulators, ``error`` set and
+    zeros if an instruction failed :func:`descriptor_ok`).
+
+    ``MLP`` instructions tile R outputs x L samples: each cycle one word of R weights
+    (broadcast along the samples: weight reuse across the batch) times one activation word of
+    L samples, accumulated in R x L registers; a tile's results drain into the activation banks,
+    one feature per cycle, while the next tile computes. ``DOT`` multiplies two feature blocks
+    elementwise on the same R x L multipliers and sums over the R rows: one pair (or chunk of a
+    pair) per cycle. Throughput: ``MLPProgram.cycles_per_tile`` cycles per batch tile;
+    ``counters`` count busy and MAC-issue cycles and batch tiles; ``status`` shows the
+    instruction being run.
+    """
+
+    def __init__(self, params):
+        if not isinstance(params, MLPParams):
+            raise TypeError(f"MLPCore parameters must be MLPParams, not {params!r}")
+        self._p = p = params
+        R, L, A = p.rows, p.lanes, p.act_bits
+        self.desc_layout = _layout(MLP_DESCRIPTOR_FIELDS)
+        addr_bits = max(1, (max(p.weight_words, p.bias_words, p.program_len) - 1).bit_length())
+        self.load_layout = data.StructLayout({
+            "target": 2, "addr": unsigned(addr_bits),
+            "data": unsigned(max(R * p.bias_bits, R * p.numerics.weight_bits,
+                                 self.desc_layout.size))})
+        self.act_layout = data.StructLayout({
+            "addr": unsigned(max(1, (p.features - 1).bit_length())),
+            "data": data.ArrayLayout(signed(A), L)})
+        self.start_layout = data.StructLayout({"samples": unsigned(max(1, L.bit_length()))})
+        self.logits_layout = data.StructLayout({
+            "data": data.ArrayLayout(signed(p.acc_bits), L), "error": 1})
+        self.counter_layout = data.StructLayout({
+            "cycles": COUNTER_BITS, "mac": COUNTER_BITS, "tiles": 32, "errors": 32})
+        self.status_layout = data.StructLayout({
+            "pc": unsigned(max(1, p.program_len.bit_length())), "busy": 1})
+        super().__init__({
+            "load": In(stream.Signature(self.load_layout)),
+            "act_in": In(stream.Signature(self.act_layout)),
+            "start": In(stream.Signature(self.start_layout)),
+            "logits": Out(stream.Signature(self.logits_layout)),
+            "error": Out(1),
+            "counters": Out(self.counter_layout),
+            "status": Out(self.status_layout),
+        })
+
+    @property
+    def params(self) -> MLPParams:
+        return self._p
+
+    def elaborate(self, platform):
+        m = Module()
+        p = self._p
+        R, L, A, WB = p.rows, p.lanes, p.act_bits, p.numerics.weight_bits
+        lr = (R - 1).bit_length()
+        ACC = p.acc_bits
+        cnt = self.counters
+
+        m.submodules.wmem = wmem = SDPRam(lane_bits=WB, lanes=R, depth=p.weight_words)
+        bmem = memory.Memory(shape=unsigned(R * p.bias_bits), depth=p.bias_words, init=[])
+        m.submodules.bmem = bmem
+        b_rd, b_wr = bmem.read_port(), bmem.write_port()
+        program = memory.Memory(shape=self.desc_layout, depth=p.program_len, init=[])
+        m.submodules.program = program
+        p_rd, p_wr = program.read_port(domain="comb"), program.write_port()
+
+        ld = self.load.payload
+        m.d.comb += [
+            self.load.ready.eq(1),
+            wmem.waddr.eq(ld.addr), wmem.wdata.eq(ld.data[:R * WB]),
+            wmem.wen.eq(Mux(self.load.valid & (ld.target == 1), (1 << R) - 1, 0)),
+            b_wr.addr.eq(ld.addr), b_wr.data.eq(ld.data[:R * p.bias_bits]),
+            b_wr.en.eq(self.load.valid & (ld.target == 2)),
+            p_wr.addr.eq(ld.addr), p_wr.data.eq(ld.data[:self.desc_layout.size]),
+            p_wr.en.eq(self.load.valid & (ld.target == 0)),
+        ]
+
+        # Activation banks: feature f in bank f mod R at word f div R; two read ports each.
+        banks = []
+        for r in range(R):
+            mem = memory.Memory(shape=unsigned(L * A), depth=p.act_words, init=[])
+            m.submodules[f"act{r}"] = mem
+            banks.append((mem.read_port(), mem.read_port(), mem.write_port()))
+        w_addr = Signal(range(p.features))
+        w_data = Signal(L * A)
+        w_en = Signal()
+        for r, (_, _, wr) in enumerate(banks):
+            m.d.comb += [wr.addr.eq(w_addr >> lr), wr.data.eq(w_data),
+                         wr.en.eq(w_en & ((w_addr & (R - 1)) == r))]
+
+        # Sequencer.
+        d = Signal(self.desc_layout)
+        pc = Signal(range(p.program_len + 1))
+        samples = Signal(range(L + 1))
+        failed = Signal()
+        c_k = Signal(16)
+        c_t = Signal(12)
+        c_i = Signal(8)
+        c_j = Signal(8)
+        c_c = Signal(12)
+        c_pair = Signal(16)
+        wait = Signal(range(R + DRAIN_GAP + 8))
+        tile_gap = Signal(range(R + 1))
+        op_layout = data.StructLayout({
+            "mlp": 1, "dot": 1, "copy": 1, "first": 1, "last": 1, "tile": 12,
+            "bank": range(R), "pair": 16, "feat": 16})
+        op = Signal(op_layout)
+        op1 = Signal(op_layout)
+        op2 = Signal(op_layout)
+        op3 = Signal(op_layout)
+        m.d.comb += p_rd.addr.eq(pc)
+        ok = Signal()
+        feats = p.features
+        dd = p_rd.data
+        tiles_k = dd.tiles * dd.k
+        pairs = (dd.k * (dd.k - 1)) >> 1
+        m.d.comb += ok.eq(Mux(
+            dd.op == OP_MLP,
+            (dd.in_base + dd.k <= feats) & (dd.w_base + tiles_k <= p.weight_words)
+            & (dd.b_base + dd.tiles <= p.bias_words) & (dd.n_out <= dd.tiles * R)
+            & (dd.k <= p.max_k) & (dd.k >= 1) & (dd.raw | (dd.out_base + dd.n_out <= feats)),
+            Mux(dd.op == OP_DOT,
+                ((dd.in_base & (R - 1)) == 0) & (dd.tiles >= 1) & (dd.k >= 2)
+                & (dd.in_base + dd.k * dd.tiles * R <= feats)
+                & (dd.out_base + pairs <= feats) & (dd.tiles * R <= p.max_k),
+                Mux(dd.op == OP_COPY,
+                    (dd.in_base + dd.k <= feats) & (dd.out_base + dd.k <= feats), 0))))
+
+        loaded_n = Signal(range(p.program_len + 1))
+        with m.If(self.load.valid & (ld.target == 0)):
+            m.d.sync += loaded_n.eq(Mux(ld.addr + 1 > loaded_n, ld.addr + 1, loaded_n))
+
+        logits_valid = Signal()
+        emit = Signal()
+        mac_issue = Signal()
+        busy = Signal()
+
+        # Operand addressing (issue stage).
+        act_a = Signal(range(feats))
+        act_b = Signal(range(feats))
+        for ra, rb, _ in banks:
+            m.d.comb += [ra.addr.eq(act_a >> lr), rb.addr.eq(act_b >> lr)]
+        m.d.comb += wmem.raddr.eq(d.w_base + c_t * d.k + c_k)
+        m.d.comb += b_rd.addr.eq(d.b_base + op2.tile)
+
+        with m.FSM():
+            with m.State("IDLE"):
+                m.d.comb += self.start.ready.eq(~logits_valid)
+                with m.If(self.start.valid & ~logits_valid):
+                    m.d.sync += [samples.eq(self.start.payload.samples), pc.eq(0),
+                                 failed.eq(0)]
+                    m.next = "FETCH"
+            with m.State("FETCH"):
+                m.d.comb += busy.eq(1)
+                with m.If(pc == loaded_n):
+                    m.d.comb += emit.eq(1)
+                    m.next = "IDLE"
+                with m.Elif(~ok):
+                    m.d.sync += [failed.eq(1), cnt.errors.eq(cnt.errors + 1),
+                                 self.error.eq(1)]
+                    m.d.comb += emit.eq(1)
+                    m.next = "IDLE"
+                with m.Else():
+                    m.d.sync += [d.eq(dd), c_k.eq(0), c_t.eq(0), c_i.eq(1), c_j.eq(0),
+                                 c_c.eq(0), c_pair.eq(0), tile_gap.eq(0)]
+                    with m.Switch(dd.op):
+                        with m.Case(OP_MLP):
+                            m.next = "MLP"
+                        with m.Case(OP_DOT):
+                            m.next = "DOT"
+                        with m.Default():
+                            m.next = "COPY"
+            with m.State("MLP"):
+                m.d.comb += [busy.eq(1), act_a.eq(d.in_base + c_k)]
+                with m.If(tile_gap != 0):
+                    m.d.sync += tile_gap.eq(tile_gap - 1)
+                stall = (c_k == 0) & (tile_gap != 0)
+                with m.If(~stall):
+                    m.d.comb += [mac_issue.eq(1), op.mlp.eq(1), op.first.eq(c_k == 0),
+                                 op.last.eq(c_k == d.k - 1), op.tile.eq(c_t),
+                                 op.bank.eq((d.in_base + c_k) & (R - 1))]
+                    with m.If(c_k == 0):
+                        m.d.sync += tile_gap.eq(R - 1)
+                    with m.If(c_k == d.k - 1):
+                        m.d.sync += [c_k.eq(0), c_t.eq(c_t + 1)]
+                        with m.If(c_t == d.tiles - 1):
+                            m.d.sync += wait.eq(R + DRAIN_GAP)
+                            m.next = "WAIT"
+                    with m.Else():
+                        m.d.sync += c_k.eq(c_k + 1)
+            with m.State("DOT"):
+                m.d.comb += [busy.eq(1), mac_issue.eq(1),
+                             act_a.eq(d.in_base + (c_i * d.tiles + c_c) * R),
+                             act_b.eq(d.in_base + (c_j * d.tiles + c_c) * R),
+                             op.dot.eq(1), op.first.eq(c_c == 0), op.last.eq(c_c == d.tiles - 1),
+                             op.pair.eq(c_pair)]
+                with m.If(c_c == d.tiles - 1):
+                    m.d.sync += [c_c.eq(0), c_pair.eq(c_pair + 1)]
+                    with m.If(c_j == c_i - 1):
+                        m.d.sync += [c_j.eq(0), c_i.eq(c_i + 1)]
+                        with m.If(c_i == d.k - 1):
+                            m.d.sync += wait.eq(DRAIN_GAP + 2)
+                            m.next = "WAIT"
+                    with m.Else():
+                        m.d.sync += c_j.eq(c_j + 1)
+                with m.Else():
+                    m.d.sync += c_c.eq(c_c + 1)
+            with m.State("COPY"):
+                m.d.comb += [busy.eq(1), act_a.eq(d.in_base + c_k), op.copy.eq(1),
+                             op.feat.eq(c_k), op.bank.eq((d.in_base + c_k) & (R - 1))]
+                with m.If(c_k == d.k - 1):
+                    m.d.sync += wait.eq(DRAIN_GAP)
+                    m.next = "WAIT"
+                with m.Else():
+                    m.d.sync += c_k.eq(c_k + 1)
+            with m.State("WAIT"):
+                m.d.comb += busy.eq(1)
+                with m.If(wait == 0):
+                    m.d.sync += pc.eq(pc + 1)
+                    m.next = "FETCH"
+                with m.Else():
+                    m.d.sync += wait.eq(wait - 1)
+
+        # Datapath: c1 operands, c2 products, c3 accumulators / lane sums.
+        m.d.sync += [op1.eq(op), op2.eq(op1), op3.eq(op2)]
+        a_words = [Signal(L * A, name=f"a{r}") for r in range(R)]
+        b_words = [Signal(L * A, name=f"b{r}") for r in range(R)]
+        for r, (ra, rb, _) in enumerate(banks):
+            m.d.comb += [a_words[r].eq(ra.data), b_words[r].eq(rb.data)]
+        mlp_act = Signal(L * A)
+        with m.Switch(op1.bank):
+            for r in range(R):
+                with m.Case(r):
+                    m.d.comb += mlp_act.eq(a_words[r])
+        prods = [[Signal(signed(A + WB), name=f"p{r}_{lane}") for lane in range(L)]
+                 for r in range(R)]
+        for r in range(R):
+            w = wmem.rdata[r * WB:(r + 1) * WB].as_signed()
+            for lane in range(L):
+                x = mlp_act[lane * A:(lane + 1) * A].as_signed()
+                a = a_words[r][lane * A:(lane + 1) * A].as_signed()
+                b = b_words[r][lane * A:(lane + 1) * A].as_signed()
+                m.d.sync += prods[r][lane].eq(Mux(op1.dot, a * b, w * x))
+
+        accs = [[Signal(signed(ACC), name=f"acc{r}_{lane}") for lane in range(L)]
+                for r in range(R)]
+        lane_sum = [Signal(signed(ACC), name=f"lsum{lane}") for lane in range(L)]
+        dacc = [Signal(signed(ACC), name=f"dacc{lane}") for lane in range(L)]
+        with m.If(op2.mlp):
+            for r in range(R):
+                for lane in range(L):
+                    m.d.sync += accs[r][lane].eq(
+                        Mux(op2.first, prods[r][lane], accs[r][lane] + prods[r][lane]))
+        for lane in range(L):
+            total = prods[0][lane]
+            for r in range(1, R):
+                total = total + prods[r][lane]
+            m.d.comb += lane_sum[lane].eq(total)
+            with m.If(op2.dot):
+                m.d.sync += dacc[lane].eq(Mux(op2.first, lane_sum[lane],
+                                              dacc[lane] + lane_sum[lane]))
+
+        # MLP tile results: copied from the accumulators when a tile ends, plus bias, then
+        # drained one output feature (row) per cycle into the activation banks.
+        res = [[Signal(signed(ACC), name=f"res{r}_{lane}") for lane in range(L)]
+               for r in range(R)]
+        drain = Signal(range(R + 1))
+        drain_tile = Signal(12)
+        bias_words = [b_rd.data[r * p.bias_bits:(r + 1) * p.bias_bits].as_signed()
+                      for r in range(R)]
+        row_sel = R - drain
+        drain_row = Signal(range(R))
+        m.d.comb += drain_row.eq(row_sel)
+        cur = [Signal(signed(ACC), name=f"cur{lane}") for lane in range(L)]
+        with m.Switch(drain_row):
+            for r in range(R):
+                with m.Case(r):
+                    m.d.comb += [cur[lane].eq(res[r][lane]) for lane in range(L)]
+        req = Requant(in_bits=ACC, out_bits=A, max_shift=min(ACC, 63))
+        out_word = Signal(L * A)
+        m.d.comb += out_word.eq(Cat(*[
+            Mux(d.relu, requant_value(m, cur[lane], d.shift, Requant(ACC, A, req.max_shift, True)),
+                requant_value(m, cur[lane], d.shift, req))
+            for lane in range(L)]))
+        feature = drain_tile * R + drain_row
+        logit_words = [Signal(signed(ACC), name=f"logit{lane}") for lane in range(L)]
+        logits_error = Signal()
+        with m.If(drain != 0):
+            m.d.sync += drain.eq(drain - 1)
+            with m.If(d.raw):
+                with m.If(feature == 0):
+                    m.d.sync += [logit_words[lane].eq(Mux(lane < samples, cur[lane], 0))
+                                 for lane in range(L)]
+            with m.Elif(feature < d.n_out):
+                m.d.comb += [w_addr.eq(d.out_base + feature), w_data.eq(out_word), w_en.eq(1)]
+
+        with m.If(op3.mlp & op3.last):
+            for r in range(R):
+                for lane in range(L):
+                    m.d.sync += res[r][lane].eq(accs[r][lane] + bias_words[r])
+            m.d.sync += [drain.eq(R), drain_tile.eq(op3.tile)]
+
+        dot_req = Requant(in_bits=ACC, out_bits=A, max_shift=min(ACC, 63))
+        dot_word = Signal(L * A)
+        m.d.comb += dot_word.eq(Cat(*[requant_value(m, dacc[lane], d.shift, dot_req)
+                                      for lane in range(L)]))
+        with m.If(op3.dot & op3.last):
+            m.d.comb += [w_addr.eq(d.out_base + op3.pair), w_data.eq(dot_word), w_en.eq(1)]
+
+        copy_word = Signal(L * A)
+        with m.Switch(op1.bank):
+            for r in range(R):
+                with m.Case(r):
+                    m.d.comb += copy_word.eq(a_words[r])
+        with m.If(op1.copy):
+            m.d.comb += [w_addr.eq(d.out_base + op1.feat), w_data.eq(copy_word), w_en.eq(1)]
+
+        with m.If(self.act_in.valid & ~busy):
+            m.d.comb += [w_addr.eq(self.act_in.payload.addr),
+                         w_data.eq(self.act_in.payload.data.as_value()), w_en.eq(1)]
+        m.d.comb += self.act_in.ready.eq(~busy)
+
+        with m.If(emit):
+            m.d.sync += [logits_valid.eq(1), logits_error.eq(failed | ~ok & (pc != loaded_n)),
+                         cnt.tiles.eq(cnt.tiles + 1)]
+        m.d.comb += [self.logits.valid.eq(logits_valid), self.logits.payload.error.eq(logits_error)]
+        m.d.comb += [self.logits.payload.data[lane].eq(Mux(logits_error, 0, logit_words[lane]))
+                     for lane in range(L)]
+        with m.If(self.logits.valid & self.logits.ready):
+            m.d.sync += logits_valid.eq(0)
+        m.d.comb += [self.status.pc.eq(pc), self.status.busy.eq(busy)]
+        with m.If(busy):
+            m.d.sync += cnt.cycles.eq(cnt.cycles + 1)
+        with m.If(mac_issue):
+            m.d.sync += cnt.mac.eq(cnt.mac + 1)
+        return m
