@@ -6,6 +6,7 @@ from screc.sw.numerics import Requant, dot_acc_bits
 
 from .ram import RTL_SOURCES
 from .gather import GatherParams
+from .mlp import MLPParams
 from .tt_core import TTCoreParams
 
 __all__ = ["generators_for", "module_name", "RTL_SOURCES"]
@@ -34,6 +35,6 @@ def generators_for(cfg) -> dict:
             for t in tt_tables
         ],
         "gather": [("gather", lambda: GatherParams.for_config(cfg).create())],
-        "mlp": [],
+        "mlp": [("mlp", lambda: MLPParams.for_config(cfg).create())],
         "device_top": [],
     }

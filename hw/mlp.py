@@ -83,6 +83,36 @@ class MLPParams:
     def compile(self, qmodel, emb_dim: int):
         return MLPProgram.compile(self, qmodel, emb_dim)
 
+    @classmethod
+    def for_config(cls, cfg, rows: int = 16, lanes: int = 16):
+        """The MLP core a config's model needs: memories sized to the compiled program of the
+        model's shapes, accumulators to its longest dot product."""
+        from screc.sw.golden import QuantDlrm, QuantLayer, QuantTable
+
+        model = cfg.model
+
+        def zeros(layers, last_raw):
+            return tuple(QuantLayer(np.zeros((n, k), np.int64), np.zeros(n, np.int64), 0, 0, 0,
+                                    relu=not (last_raw and i == len(layers) - 1),
+                                    requant=not (last_raw and i == len(layers) - 1))
+                         for i, (k, n) in enumerate(layers))
+
+        q = QuantDlrm(cfg.numerics, 0, 0, zeros(model.bottom_layers, False),
+                      zeros(model.top_layers, True),
+                      tuple(QuantTable(t.name, 1, t.dim, 0) for t in model.tables))
+        max_k = max(max(k for k, _ in (*model.bottom_layers, *model.top_layers)),
+                    -(-model.emb_dim // rows) * rows)
+        big = cls(rows, lanes, cfg.numerics, act_words=1 << 12, weight_words=1 << 22,
+                  bias_words=1 << 12, max_k=max_k, program_len=64)
+        prog = big.compile(q, model.emb_dim)
+        top = max(max(d["in_base"] + d["k"] * max(1, d["tiles"] if d["op"] == OP_DOT else 1)
+                      * (rows if d["op"] == OP_DOT else 1),
+                      d["out_base"] + max(d["n_out"], d["k"])) for d in prog.descriptors)
+        top = max(top, prog.dense_base + prog.dense_features)
+        return cls(rows, lanes, cfg.numerics, act_words=-(-top // rows),
+                   weight_words=len(prog.weights), bias_words=len(prog.biases), max_k=max_k,
+                   program_len=len(prog.descriptors))
+
     def create(self):
         return MLPCore(self)
 

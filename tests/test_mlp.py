@@ -100,3 +100,12 @@ def test_bad_instruction_flags_the_error_and_still_answers():
     _, result = run_mlp(SMALL, q, dense, pooled, instr_override={1: {"w_base": 510}},
                         expect_error=True)
     assert result.report["counters"]["errors"] == 1
+
+
+def test_core_sized_for_a_config_runs_that_configs_program(demo_config):
+    q, dense, pooled = _demo(demo_config, 16, 2)
+    p = MLPParams.for_config(demo_config)
+    prog = p.compile(q, demo_config.model.emb_dim)
+    assert len(prog.weights) == p.weight_words and len(prog.descriptors) == p.program_len
+    assert np.array_equal(prog.execute(prog.activations(dense, pooled)),
+                          dense_path(q, dense, pooled))

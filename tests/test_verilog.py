@@ -34,7 +34,7 @@ def test_make_verilog_emits_a_tt_core_per_demo_tt_table(emitted, demo_config):
         assert (f"tt_core_{table.name}" in names) == (table.tt is not None)
 
 
-@pytest.mark.parametrize("stem", ["tt_core", "requant", "gather"])
+@pytest.mark.parametrize("stem", ["tt_core", "requant", "gather", "mlp"])
 def test_generated_verilog_is_lint_clean_with_the_explained_waivers(emitted, stem):
     path = emitted / f"{stem}.v"
     tops = [n for n in _modules(path) if "." not in n and not n.startswith("\\")]
