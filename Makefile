@@ -7,7 +7,7 @@ STAMP := $(VENV)/.screc-installed
 CONFIG ?= configs/demo.toml
 export PATH := $(VENV)/bin:$(PATH)
 
-.PHONY: all venv check-host test demo verilog sim bench clean distclean
+.PHONY: all venv check-host test demo verilog sim plan bench clean distclean
 
 all: test
 
@@ -34,6 +34,9 @@ demo: $(STAMP)
 
 verilog: $(STAMP)
 	$(VENV)/bin/screc verilog $(CONFIG) -o build/verilog
+
+plan: $(STAMP)
+	$(VENV)/bin/screc plan $(CONFIG) -o build/plan/plan.json --image build/plan/image.bin
 
 sim: $(STAMP)
 	$(VENV)/bin/screc sim $(CONFIG)

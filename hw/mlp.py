@@ -87,6 +87,12 @@ class MLPParams:
     def for_config(cls, cfg, rows: int = 16, lanes: int = 16):
         """The MLP core a config's model needs: memories sized to the compiled program of the
         model's shapes, accumulators to its longest dot product."""
+        return cls.zero_program(cfg, rows, lanes)[0]
+
+    @classmethod
+    def zero_program(cls, cfg, rows: int = 16, lanes: int = 16):
+        """``(params, program)`` for a zero-weight model of the config's shapes: the program's
+        structure (and so its cycle count) does not depend on the weights."""
         from screc.sw.golden import QuantDlrm, QuantLayer, QuantTable
 
         model = cfg.model
@@ -109,9 +115,10 @@ class MLPParams:
                       * (rows if d["op"] == OP_DOT else 1),
                       d["out_base"] + max(d["n_out"], d["k"])) for d in prog.descriptors)
         top = max(top, prog.dense_base + prog.dense_features)
-        return cls(rows, lanes, cfg.numerics, act_words=-(-top // rows),
-                   weight_words=len(prog.weights), bias_words=len(prog.biases), max_k=max_k,
-                   program_len=len(prog.descriptors))
+        params = cls(rows, lanes, cfg.numerics, act_words=-(-top // rows),
+                     weight_words=len(prog.weights), bias_words=len(prog.biases), max_k=max_k,
+                     program_len=len(prog.descriptors))
+        return params, params.compile(q, model.emb_dim)
 
     def create(self):
         return MLPCore(self)

@@ -108,6 +108,66 @@ def cmd_verilog(args) -> int:
     return 0
 
 
+def cmd_plan(args) -> int:
+    from .model import generate_batch, init_params, quantize_dlrm
+    from .planner import build_instance, greedy, plan_image, solve
+    from .stats import analyse_npz, synthetic_traces, write_traces
+
+    cfg = load_config(args.config)
+    traces = Path(args.traces) if args.traces else None
+    if traces is None:
+        traces = Path("build/traces") / f"{cfg.model.name}-{cfg.hash}.npz"
+        if not traces.exists():
+            print(f"[1/4] no --traces: generating a synthetic trace ({args.synthetic_batches} "
+                  f"batches of {args.batch}) -> {traces}", flush=True)
+            traces.parent.mkdir(parents=True, exist_ok=True)
+            write_traces(traces, synthetic_traces(cfg.model, args.synthetic_batches, args.batch,
+                                                  seed=cfg.model.seed))
+    print(f"[2/4] analysing {traces}", flush=True)
+    analysed = analyse_npz(traces, cfg.model)
+    stats = [s for s, _ in analysed]
+    print(f"[3/4] solving the shard-map MIP ({len(stats)} tables, batch {args.batch})",
+          flush=True)
+    inst = build_instance(cfg, stats, args.batch)
+    plan = solve(inst, time_limit=args.time_limit, gap=args.gap)
+    base_score, base_choice, base_mix = greedy(inst)
+    out = plan.to_dict()
+    out["greedy_baseline"] = {"cycles_per_batch": base_score, "core_mix": list(base_mix)}
+    out["config"] = {"source": cfg.source, "hash": cfg.hash}
+    out["stats"] = {t.name: s.to_dict() for t, s in zip(cfg.model.tables, stats)}
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.output).write_text(json.dumps(out, indent=2))
+    sol = plan.solver
+    print(f"      {sol['solver']}: {sol['sol_status']}, {sol['binaries']} binaries, "
+          f"{sol['solve_s']:.2f} s, gap {sol['gap']:.2%}")
+    print(f"\n  {'table':<14}{'rows':>11}{'lookups':>9}  {'placement':<28}{'BRAM':>10}"
+          f"{'DRAM':>10}{'SSD':>10}")
+    for rec in out["tables"]:
+        if rec["placement"] == "tt":
+            where = f"TT rank {rec['rank']}"
+            sizes = (rec["bram_bytes"], 0, 0)
+        else:
+            where = f"dense k1={rec['k_bram']:,} k2={rec['k_bram'] + rec['k_dram']:,}"
+            sizes = (rec["bram_bytes"], rec["dram_bytes"], rec["ssd_bytes"])
+        print(f"  {rec['name']:<14}{rec['rows']:>11,}{rec['lookups_per_batch']:>9.0f}  "
+              f"{where:<28}" + "".join(f"{_fmt_bytes(b):>10}" for b in sizes))
+    pred = out["predicted"]
+    parts = ", ".join(f"{k} {v:,.0f}" for k, v in pred["cycles"].items())
+    print(f"\n  core mix: {plan.mix[0]} gather cores, {plan.mix[1]} TT arrays")
+    print(f"  predicted: {pred['cycles_per_batch']:,.0f} cycles per batch of {args.batch} "
+          f"({pred['us_per_batch']:.1f} us), bottleneck {pred['bottleneck']} ({parts})")
+    print(f"  greedy hottest-first baseline: {base_score:,.0f} cycles")
+    print(f"  plan written to {args.output}")
+    if args.image:
+        print("[4/4] building the memory image", flush=True)
+        params = init_params(cfg.model)
+        qmodel = quantize_dlrm(params, cfg.numerics, generate_batch(cfg.model, 512, 1))
+        blob = plan_image(cfg, plan, qmodel, [c for _, c in analysed])
+        Path(args.image).write_bytes(blob)
+        print(f"  image written to {args.image} ({_fmt_bytes(len(blob))})")
+    return 0
+
+
 def cmd_sim(args) -> int:
     load_config(args.config)
     print("screc sim: the device top is not built yet, so there is no device to simulate. "
@@ -132,6 +192,17 @@ def main(argv=None) -> int:
     vl.add_argument("-o", "--output", default="build/verilog")
     vl.set_defaults(func=cmd_verilog)
 
+    plan = sub.add_parser("plan", help="plan the shard map and core mix from access traces")
+    plan.add_argument("config", nargs="?", default=str(DEFAULT_CONFIG))
+    plan.add_argument("--traces", help=".npz trace (default: a generated synthetic trace)")
+    plan.add_argument("-o", "--output", default="build/plan/plan.json")
+    plan.add_argument("--image", help="also write the device memory image here")
+    plan.add_argument("--batch", type=int, default=256)
+    plan.add_argument("--synthetic-batches", type=int, default=8)
+    plan.add_argument("--time-limit", type=float, default=60.0)
+    plan.add_argument("--gap", type=float, default=0.005)
+    plan.set_defaults(func=cmd_plan)
+
     sim = sub.add_parser("sim", help="simulate the whole device under Verilator")
     sim.add_argument("config", nargs="?", default=str(DEFAULT_CONFIG))
     sim.set_defaults(func=cmd_sim)
@@ -139,7 +210,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except ConfigError as e:
+    except (ConfigError, ValueError) as e:
         print(f"screc: {e}", file=sys.stderr)
         return 2
 

@@ -95,6 +95,7 @@ class TableConfig:
     pooling: float
     max_pooling: int
     tt: TTConfig | None = None
+    tt_rank_options: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -300,7 +301,10 @@ def _read_table(sec: _Section, numerics: NumericsConfig) -> TableConfig:
     p = sec.ints("tt_p_shapes", default=(), lo=1, min_len=0, max_len=4)
     q = sec.ints("tt_q_shapes", default=(), lo=1, min_len=0, max_len=4)
     r = sec.ints("tt_ranks", default=(), lo=1, hi=1024, min_len=0, max_len=3)
+    options = sec.ints("tt_rank_options", default=(), lo=1, hi=1024, min_len=0, max_len=8)
     sec.done()
+    if options and not r:
+        raise sec.error("tt_rank_options", list(options), "needs a TT shape (tt_ranks)")
     tt = None
     if p or q or r:
         if not (p and q and r):
@@ -318,7 +322,7 @@ def _read_table(sec: _Section, numerics: NumericsConfig) -> TableConfig:
             )
         if tt.dim != dim:
             raise sec.error("tt_q_shapes", list(q), f"product {tt.dim} must equal dim ({dim})")
-    return TableConfig(name, rows, dim, pooling, max_pooling, tt)
+    return TableConfig(name, rows, dim, pooling, max_pooling, tt, options)
 
 
 def _read_model(sec: _Section, numerics: NumericsConfig) -> ModelConfig:

@@ -1,0 +1,186 @@
+"""Data statistic analyser: access statistics per table from EmbeddingBag traces.
+
+Trace file (``.npz``): for table ``t`` (position in the model config), ``indices_{t}`` and
+``offsets_{t}`` in EmbeddingBag form (bag ``b`` is ``indices[offsets[b]:offsets[b+1]]``), and
+``batches`` (how many batches the trace spans). Meta's ``dlrm_datasets`` ``.pt`` files
+(``indices, offsets, lengths`` with ``lengths`` of shape tables x batch) are read when PyTorch
+is installed (an optional extra). Indices are counted in chunks, so memory stays bounded by the
+table sizes, not the trace length.
+"""
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["TableStats", "TraceError", "table_stats", "analyse_npz", "analyse_pt",
+           "synthetic_traces", "write_traces", "remap_permutation", "zipf_coverage"]
+
+CHUNK = 1 << 20
+
+
+class TraceError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class TableStats:
+    """``coverage[j]``: share of accesses served by the hottest ``ks[j]`` rows (breakpoints of
+    a piecewise-linear, concave curve from (0, 0) to (rows, 1))."""
+
+    rows: int
+    accesses: int
+    unique: int
+    bags: int
+    batches: int
+    ks: tuple[int, ...]
+    coverage: tuple[float, ...]
+
+    @property
+    def pooling(self) -> float:
+        return self.accesses / self.bags if self.bags else 0.0
+
+    @property
+    def lookups_per_batch(self) -> float:
+        return self.accesses / self.batches if self.batches else 0.0
+
+    def to_dict(self) -> dict:
+        return {"rows": self.rows, "accesses": self.accesses, "unique": self.unique,
+                "bags": self.bags, "batches": self.batches, "pooling": self.pooling,
+                "breakpoints": [[k, c] for k, c in zip(self.ks, self.coverage)]}
+
+
+def breakpoint_grid(rows: int, points: int = 12) -> np.ndarray:
+    """0, then roughly geometric row counts up to ``rows``."""
+    if rows <= points:
+        return np.arange(rows + 1)
+    grid = np.unique(np.round(np.geomspace(1, rows, points - 1)).astype(np.int64))
+    return np.concatenate([[0], grid])
+
+
+def _curve(counts: np.ndarray, rows: int, points: int):
+    total = int(counts.sum())
+    hot = np.sort(counts)[::-1]
+    cum = np.concatenate([[0], np.cumsum(hot, dtype=np.int64)])
+    ks = breakpoint_grid(rows, points)
+    cov = cum[ks] / total if total else ks / max(rows, 1)
+    return tuple(int(k) for k in ks), tuple(float(c) for c in cov)
+
+
+def table_stats(rows: int, index_chunks, bags: int, batches: int, points: int = 12,
+                name: str = "table") -> tuple[TableStats, np.ndarray]:
+    """Statistics of one table from an iterable of index arrays; also returns the per-row
+    access counts (int64) for the remapper."""
+    counts = np.zeros(rows, dtype=np.int64)
+    for chunk in index_chunks:
+        chunk = np.asarray(chunk, dtype=np.int64)
+        if chunk.size and (chunk.min() < 0 or chunk.max() >= rows):
+            bad = chunk[(chunk < 0) | (chunk >= rows)][0]
+            raise TraceError(f"{name}: index {bad} outside [0, {rows})")
+        counts += np.bincount(chunk, minlength=rows)
+    ks, cov = _curve(counts, rows, points)
+    stats = TableStats(rows, int(counts.sum()), int(np.count_nonzero(counts)), bags, batches,
+                       ks, cov)
+    return stats, counts
+
+
+def _chunks(array):
+    for start in range(0, len(array), CHUNK):
+        yield np.asarray(array[start:start + CHUNK])
+
+
+def analyse_npz(path, model, points: int = 12):
+    """``[(TableStats, counts)]`` for every table of ``model`` from an ``.npz`` trace."""
+    path = Path(path)
+    try:
+        trace = np.load(path, mmap_mode="r")
+    except (OSError, ValueError) as e:
+        raise TraceError(f"{path}: not a readable .npz trace ({e})") from e
+    batches = int(trace["batches"]) if "batches" in trace else 1
+    out = []
+    for t, table in enumerate(model.tables):
+        for key in (f"indices_{t}", f"offsets_{t}"):
+            if key not in trace:
+                raise TraceError(f"{path}: missing {key} (table {t}, {table.name!r})")
+        offsets = np.asarray(trace[f"offsets_{t}"])
+        indices = trace[f"indices_{t}"]
+        if offsets.size and (offsets[0] != 0 or np.any(np.diff(offsets) < 0)
+                             or offsets[-1] > len(indices)):
+            raise TraceError(f"{path}: offsets_{t} must start at 0, not decrease and stay "
+                             f"<= {len(indices)}")
+        out.append(table_stats(table.rows, _chunks(indices), offsets.size, batches, points,
+                               f"{path}: table {t} ({table.name})"))
+    return out
+
+
+def analyse_pt(path, model, batch_size: int, points: int = 12):
+    """Meta ``dlrm_datasets`` tensors ``(indices, offsets, lengths)``; needs PyTorch."""
+    try:
+        import torch
+    except ImportError as e:
+        raise TraceError(f"{path}: reading .pt traces needs PyTorch (pip install "
+                         "'screc[torch]')") from e
+    indices, offsets, lengths = torch.load(path, map_location="cpu")
+    indices, offsets = indices.numpy(), offsets.numpy()
+    lengths = lengths.numpy().reshape(-1, batch_size)
+    if lengths.shape[0] < len(model.tables):
+        raise TraceError(f"{path}: {lengths.shape[0]} tables, the model has "
+                         f"{len(model.tables)}")
+    out = []
+    for t, table in enumerate(model.tables):
+        lo, hi = offsets[t * batch_size], offsets[(t + 1) * batch_size]
+        out.append(table_stats(table.rows, _chunks(indices[lo:hi]), batch_size, 1, points,
+                               f"{path}: table {t}"))
+    return out
+
+
+def synthetic_traces(model, batches: int, batch_size: int, seed: int = 0, alphas=None):
+    """EmbeddingBag traces with per-table Zipf skew (exponents 0.8-1.3 unless given): a few
+    very hot rows and a long tail of rows reused a handful of times, like Meta's published
+    reuse histogram. Returns ``{indices_t, offsets_t, batches}``."""
+    from .model import zipf_indices
+
+    rng = np.random.default_rng(seed)
+    out = {"batches": np.array(batches)}
+    for t, table in enumerate(model.tables):
+        alpha = float(alphas[t]) if alphas is not None else float(rng.uniform(0.8, 1.3))
+        n_bags = batches * batch_size
+        lengths = np.minimum(rng.poisson(table.pooling, n_bags), table.max_pooling)
+        out[f"offsets_{t}"] = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+        out[f"indices_{t}"] = zipf_indices(rng, table.rows, int(lengths.sum()), alpha)
+    return out
+
+
+def write_traces(path, traces: dict):
+    np.savez(path, **traces)
+
+
+def remap_permutation(counts: np.ndarray) -> np.ndarray:
+    """The address remapper: ``new = perm[old]`` puts rows in descending access count (ties by
+    old index), so tier thresholds on the new index select the hottest rows."""
+    order = np.lexsort((np.arange(counts.size), -counts))
+    perm = np.empty(counts.size, dtype=np.int64)
+    perm[order] = np.arange(counts.size)
+    return perm
+
+
+def zipf_coverage(rows: int, alpha: float, points: int = 12, accesses: int = 0,
+                  batches: int = 1, bags: int = 0) -> TableStats:
+    """Analytic statistics of a Zipf(``alpha``) table (for planning models too big to trace):
+    coverage(k) = H(k, alpha) / H(rows, alpha), harmonic sums by Euler-Maclaurin."""
+    def harmonic(n):
+        n = np.asarray(n, dtype=np.float64)
+        if alpha == 1.0:
+            return np.log(np.maximum(n, 1)) + 0.5772156649 + 1 / (2 * np.maximum(n, 1))
+        return ((np.maximum(n, 1) ** (1 - alpha) - 1) / (1 - alpha) + 0.5
+                + 0.5 * np.maximum(n, 1) ** -alpha)
+    ks = breakpoint_grid(rows, points)
+    cov = np.where(ks == 0, 0.0, harmonic(ks) / harmonic(rows))
+    cov[-1] = 1.0
+    cov = np.maximum.accumulate(np.clip(cov, 0, 1))
+    return TableStats(rows, accesses, min(rows, accesses), bags, batches,
+                      tuple(int(k) for k in ks), tuple(float(c) for c in cov))
+
+
+_ = math

@@ -1,0 +1,76 @@
+import numpy as np
+import pytest
+
+from screc.sw.stats import (
+    TraceError,
+    analyse_npz,
+    remap_permutation,
+    synthetic_traces,
+    table_stats,
+    write_traces,
+    zipf_coverage,
+)
+
+
+def test_coverage_curve_from_known_counts():
+    idx = np.array([3] * 6 + [1] * 3 + [0])
+    st, counts = table_stats(5, [idx[:4], idx[4:]], bags=5, batches=1, points=6)
+    assert list(counts) == [1, 3, 0, 6, 0]
+    assert st.accesses == 10 and st.unique == 3 and st.pooling == 2.0
+    cov = dict(zip(st.ks, st.coverage))
+    assert cov[0] == 0 and cov[1] == 0.6 and cov[2] == 0.9 and cov[5] == 1.0
+
+
+def test_remap_puts_hot_rows_first_and_is_a_permutation():
+    counts = np.array([1, 3, 0, 6, 3])
+    perm = remap_permutation(counts)
+    assert sorted(perm) == list(range(5))
+    assert perm[3] == 0 and perm[1] == 1 and perm[4] == 2 and perm[2] == 4
+
+
+def test_analyser_reads_npz_in_chunks_and_checks_it(tmp_path, demo_config, monkeypatch):
+    import screc.sw.stats as stats
+
+    monkeypatch.setattr(stats, "CHUNK", 1000)
+    traces = synthetic_traces(demo_config.model, 2, 300, seed=1)
+    write_traces(tmp_path / "t.npz", traces)
+    out = analyse_npz(tmp_path / "t.npz", demo_config.model)
+    assert len(out) == 8
+    for t, (st, counts) in enumerate(out):
+        assert st.accesses == traces[f"indices_{t}"].size == counts.sum()
+        assert st.bags == 600 and st.batches == 2
+        assert list(st.coverage) == sorted(st.coverage) and st.coverage[-1] == pytest.approx(1)
+    hot = out[0][0]
+    assert hot.coverage[hot.ks.index(next(k for k in hot.ks if k >= 100))] > 0.3
+
+    bad = dict(traces)
+    bad["indices_2"] = bad["indices_2"].copy()
+    bad["indices_2"][5] = 10 ** 9
+    write_traces(tmp_path / "bad.npz", bad)
+    with pytest.raises(TraceError, match="table 2 .*index 1000000000 outside"):
+        analyse_npz(tmp_path / "bad.npz", demo_config.model)
+    missing = dict(traces)
+    del missing["offsets_4"]
+    write_traces(tmp_path / "bad2.npz", missing)
+    with pytest.raises(TraceError, match="missing offsets_4"):
+        analyse_npz(tmp_path / "bad2.npz", demo_config.model)
+
+
+def test_synthetic_reuse_profile_has_a_long_hot_tail(demo_config):
+    traces = synthetic_traces(demo_config.model, 4, 2048, seed=3, alphas=[1.05] * 8)
+    counts = np.bincount(traces["indices_0"])
+    counts = counts[counts > 0]
+    bins = np.bincount(np.log2(counts).astype(int))
+    assert len(bins) >= 6  # rows reused 1, 2-3, 4-7, ... 32+ times: a long tail
+    assert bins[0] > bins[3] > 0
+
+
+def test_analytic_zipf_coverage_matches_sampling():
+    rng = np.random.default_rng(0)
+    from screc.sw.model import zipf_indices
+
+    idx = zipf_indices(rng, 10_000, 200_000, 1.1)
+    sampled, _ = table_stats(10_000, [idx], 1, 1)
+    analytic = zipf_coverage(10_000, 1.1)
+    assert sampled.ks == analytic.ks
+    assert np.allclose(sampled.coverage, analytic.coverage, atol=0.03)
