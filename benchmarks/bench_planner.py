@@ -61,7 +61,8 @@ def record(name, inst, wall_build):
     rec["meets_goal"] = (rec["solve_s"] <= TIME_LIMIT and rec["gap"] <= GAP
                          and plan.cycles <= base_cycles)
     print(f"{name}: {rec['tables']} tables, {rec['binaries']} binaries, solve {rec['solve_s']:.1f}"
-          f" s, gap {rec['gap']:.3%}, objective {rec['objective']:,.0f} vs greedy {base:,.0f} "
+          f" s, gap {rec['gap']:.3%}, {plan.cycles:,.0f} cycles/batch vs greedy "
+          f"{base_cycles:,.0f} "
           f"({rec['speedup_vs_greedy']:.2f}x), bottleneck {rec['bottleneck']}")
     return rec
 
