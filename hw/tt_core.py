@@ -223,6 +223,18 @@ class TTReference:
         return [out]
 
 
+def _odometer(m: Module, digits):
+    """Advance nested loop counters ``[(counter, count), ...]``, innermost first, by one step;
+    returns the condition under which every counter wraps (the loop nest is done)."""
+    carry = Const(1)
+    for counter, count in digits:
+        at_end = counter == count - 1
+        with m.If(carry):
+            m.d.sync += counter.eq(Mux(at_end, 0, counter + 1))
+        carry = carry & at_end
+    return carry
+
+
 def _counter(n: int, name: str) -> Signal:
     """A counter over ``range(n)``, at least one bit wide so that no zero-width vector reaches
     the Verilog."""
@@ -441,23 +453,9 @@ class TTCore(wiring.Component):
                     issue_mac.eq(1), op.valid.eq(1), op.first_k.eq(c_k == 0),
                     op.last_k.eq(c_k == r1 - 1), op.row.eq(c_m1 * q2 + c_j2), op.tile.eq(c_t),
                     op.mask.eq(s1_mask)]
-                with m.If(c_k == r1 - 1):
-                    m.d.sync += c_k.eq(0)
-                    with m.If(c_t == T2 - 1):
-                        m.d.sync += c_t.eq(0)
-                        with m.If(c_j2 == q2 - 1):
-                            m.d.sync += c_j2.eq(0)
-                            with m.If(c_m1 == q1 - 1):
-                                m.d.sync += [c_m1.eq(0), drain.eq(DRAIN_CYCLES - 1)]
-                                m.next = "DRAIN"
-                            with m.Else():
-                                m.d.sync += c_m1.eq(c_m1 + 1)
-                        with m.Else():
-                            m.d.sync += c_j2.eq(c_j2 + 1)
-                    with m.Else():
-                        m.d.sync += c_t.eq(c_t + 1)
-                with m.Else():
-                    m.d.sync += c_k.eq(c_k + 1)
+                with m.If(_odometer(m, [(c_k, r1), (c_t, T2), (c_j2, q2), (c_m1, q1)])):
+                    m.d.sync += drain.eq(DRAIN_CYCLES - 1)
+                    m.next = "DRAIN"
             with m.State("DRAIN"):
                 m.d.comb += seq_busy.eq(1)
                 with m.If(drain != 0):
@@ -474,19 +472,9 @@ class TTCore(wiring.Component):
                     op.last_k.eq(c_k == r2 - 1), op.first_row.eq(cur.first),
                     op.close.eq(done & cur.last), op.tile.eq(c_mt), op.col.eq(c_n),
                     op.rot.eq(c_k & (P - 1) if P > 1 else 0), op.mask.eq(s2_mask)]
-                with m.If(c_k == r2 - 1):
-                    m.d.sync += c_k.eq(0)
-                    with m.If(c_mt == M2 - 1):
-                        m.d.sync += c_mt.eq(0)
-                        with m.If(c_n == q3 - 1):
-                            m.d.comb += set_closing.eq(cur.last)
-                            take_next()
-                        with m.Else():
-                            m.d.sync += c_n.eq(c_n + 1)
-                    with m.Else():
-                        m.d.sync += c_mt.eq(c_mt + 1)
-                with m.Else():
-                    m.d.sync += c_k.eq(c_k + 1)
+                with m.If(_odometer(m, [(c_k, r2), (c_mt, M2), (c_n, q3)])):
+                    m.d.comb += set_closing.eq(cur.last)
+                    take_next()
             with m.State("CLOSE"):
                 m.d.comb += seq_busy.eq(1)
                 with m.If(closing):
