@@ -122,7 +122,8 @@ def descriptor_valid(d: dict, p: GatherParams) -> bool:
 
 class GatherReference:
     """Transaction-level model: :meth:`push` one lookup ``(table, index, last, empty)``, get the
-    bags it closes as ``(vector, error)``; ``fetched`` counts the rows read per tier. A bag with an index outside its table, a table
+    bags it closes as ``(vector, error)``; ``fetched`` counts the rows read per tier. A bag
+    with an index outside its table, a table
     without a valid descriptor, or more than ``max_bag`` rows comes out as zeros with
     ``error`` set; an empty bag as zeros."""
 

@@ -12,7 +12,8 @@ from screc.sw.numerics import NumericsConfig, Requant, dot_acc_bits, signed_bits
 from .ram import SDPRam
 from .requant import requant_value
 
-__all__ = ["TTCoreParams", "TTCore", "TTReference", "reciprocal", "LOAD_CORE_CONFIG", "CONFIG_SHIFT1",
+__all__ = ["TTCoreParams", "TTCore", "TTReference", "reciprocal", "LOAD_CORE_CONFIG",
+           "CONFIG_SHIFT1",
            "CONFIG_SHIFT2"]
 
 LOAD_CORE_CONFIG = 3
@@ -266,8 +267,8 @@ class TTCore(wiring.Component):
     ``lookup`` takes ``(index, last, empty)``; ``out`` gives rows (or pooled bags) in beats of
     ``beat`` elements, ``last`` on the final beat. An index >= N is dropped, counted in
     ``counters.errors`` and raises the sticky ``error`` flag; with pooling its ``last`` still
-    closes the bag; so does a row beyond ``max_bag`` in a bag. ``counters`` count busy cycles, MAC-issue cycles, cycles stalled on the
-    output, rows computed and errors.
+    closes the bag; so does a row beyond ``max_bag`` in a bag. ``counters`` count busy
+    cycles, MAC-issue cycles, cycles stalled on the output, rows computed and errors.
     """
 
     def __init__(self, params):

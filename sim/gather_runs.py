@@ -7,7 +7,7 @@ import numpy as np
 from screc.hw.gather import GatherParams
 from screc.hw.ram import RTL_SOURCES
 from screc.sw.golden import QuantTable
-from screc.sw.image import TablePlacement, build_image
+from screc.sw.image import build_image
 from screc.sw.model import zipf_indices
 from screc.sw.numerics import signed_range
 

@@ -118,7 +118,8 @@ def run(prepared: Prepared, test_module: str, params: dict, testcase=None, seed:
             results_xml=str(results_xml),
             extra_env=env,
             plusargs=[f"+verilator+seed+{seed}", *plusargs,
-                      *(f"+{src}_file={build_dir / (src + '.hex')}" for src in prepared.file_sources)],
+                      *(f"+{src}_file={build_dir / (src + '.hex')}"
+                        for src in prepared.file_sources)],
             waves=waves,
             log_file=str(build_dir / "sim.log"),
         )

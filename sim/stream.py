@@ -16,7 +16,7 @@ import cocotb
 import numpy as np
 from amaranth.hdl import Shape
 from amaranth.lib import data
-from cocotb.triggers import ClockCycles, Edge, FallingEdge, First, RisingEdge, with_timeout
+from cocotb.triggers import ClockCycles, FallingEdge, First, RisingEdge, with_timeout
 
 __all__ = ["load_params", "write_report", "pack", "pack_columns", "write_hex",
            "run_file_source", "unpack", "StreamDriver", "StreamMonitor",

@@ -11,7 +11,7 @@ import time
 
 import cocotb
 import numpy as np
-from cocotb.triggers import ClockCycles, Edge, RisingEdge, with_timeout
+from cocotb.triggers import ClockCycles, RisingEdge, with_timeout
 from cocotb.utils import get_sim_time
 
 from screc.hw.tt_core import TTCoreParams

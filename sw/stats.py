@@ -8,7 +8,6 @@ is installed (an optional extra). Indices are counted in chunks, so memory stays
 table sizes, not the trace length.
 """
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -182,5 +181,3 @@ def zipf_coverage(rows: int, alpha: float, points: int = 12, accesses: int = 0,
     return TableStats(rows, accesses, min(rows, accesses), bags, batches,
                       tuple(int(k) for k in ks), tuple(float(c) for c in cov))
 
-
-_ = math

@@ -38,7 +38,6 @@ def test_compiled_program_executes_to_the_golden_dense_path(which, demo_config):
     q, dense, pooled = _demo(cfg, 16, 3)
     p = MLPParams(rows=16, lanes=16, act_words=128, weight_words=40000, bias_words=256)
     prog = p.compile(q, cfg.model.emb_dim)
-    from screc.sw.golden import dlrm_forward_int
 
     assert np.array_equal(prog.execute(prog.activations(dense, pooled)),
                           dense_path(q, dense, pooled))
