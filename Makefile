@@ -7,7 +7,7 @@ STAMP := $(VENV)/.screc-installed
 CONFIG ?= configs/demo.toml
 export PATH := $(VENV)/bin:$(PATH)
 
-.PHONY: all venv check-host test demo verilog sim plan bench clean distclean
+.PHONY: all venv check-host test demo verilog sim plan synth bench clean distclean
 
 all: test
 
@@ -34,6 +34,19 @@ demo: $(STAMP)
 
 verilog: $(STAMP)
 	$(VENV)/bin/screc verilog $(CONFIG) -o build/verilog
+
+SYNTH_STAMP := $(VENV)/.screc-synth-installed
+$(SYNTH_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[synth]'
+	@touch $@
+
+# Resource and Fmax estimates of every core, a lanes sweep with its plot, and the planner's
+# measured resource table (configs/core_resources.toml). The first run compiles the WebAssembly
+# tools (~40 s, cached).
+synth: $(SYNTH_STAMP)
+	$(VENV)/bin/screc synth $(CONFIG)
+	$(VENV)/bin/screc synth $(CONFIG) --sweep lanes=4,8,16,32
+	$(VENV)/bin/screc synth $(CONFIG) --no-fmax --resource-table configs/core_resources.toml
 
 plan: $(STAMP)
 	$(VENV)/bin/screc plan $(CONFIG) -o build/plan/plan.json --image build/plan/image.bin

@@ -168,6 +168,150 @@ def cmd_plan(args) -> int:
     return 0
 
 
+def cmd_synth(args) -> int:
+    from screc.hw.generators import generators_for
+    from screc.hw.synth import synth_core
+
+    cfg = load_config(args.config)
+    budget = cfg.device.fpga
+    out = Path(args.out)
+    wanted = set(args.cores.split(",")) if args.cores else None
+    reports = []
+    if not args.sweep:
+        for stem, modules in generators_for(cfg).items():
+            if wanted is not None and stem not in wanted:
+                continue
+            for name, build in modules:
+                print(f"synthesising {name} ...", flush=True)
+                small = _fmax_stand_in(cfg, stem)
+                reports.append(synth_core(name, build(), out / name, budget,
+                                          fmax=not args.no_fmax, fmax_component=small,
+                                          fmax_note=small and SMALL_BRAM_NOTE))
+        _print_synth_table(reports, budget)
+    else:
+        key, _, values = args.sweep.partition("=")
+        if key != "lanes" or not values:
+            print(f"screc: --sweep takes lanes=P1,P2,..., not {args.sweep!r}", file=sys.stderr)
+            return 2
+        reports = _lanes_sweep(cfg, [int(v) for v in values.split(",")], out / "sweep",
+                               not args.no_fmax)
+        _print_synth_table(reports, budget)
+    if args.resource_table:
+        _write_resource_table(cfg, Path(args.resource_table), out, not args.no_fmax)
+    return 0
+
+
+SMALL_BRAM_NOTE = "the same gather core with a 512-word on-chip tier (the ECP5 holds no more)"
+
+
+def _fmax_stand_in(cfg, stem):
+    if stem != "gather":
+        return None
+    import dataclasses
+
+    from screc.hw.gather import GatherParams
+
+    return dataclasses.replace(GatherParams.for_config(cfg), bram_words=512).create()
+
+
+def _print_synth_table(reports, budget):
+    print(f"\n  {'core':<26}{'LUTs':>9}{'':>8}{'FFs':>9}{'DSPs':>7}{'':>8}{'BRAM36':>8}"
+          f"{'':>8}{'Fmax ECP5':>11}")
+    for r in reports:
+        fmax = f"{r['fmax_mhz']:.0f} MHz" if r.get("fmax_mhz") else "-"
+        print(f"  {r['core']:<26}{r['luts']:>9,}{r['luts'] / budget.luts:>7.1%} {r['ffs']:>9,}"
+              f"{r['dsps']:>7}{r['dsps'] / budget.dsps:>7.1%} {r['brams']:>8.1f}"
+              f"{r['bram_kbits'] / (budget.bram_kbits + budget.uram_kbits):>7.1%} {fmax:>11}")
+    print(f"  (shares of the {budget.part} budget: {budget.luts:,} LUTs, {budget.dsps:,} DSPs, "
+          f"{budget.bram_kbits + budget.uram_kbits:,} Kb on-chip RAM)")
+
+
+def _lanes_sweep(cfg, lanes, out, fmax):
+    from screc.hw.synth import synth_core
+    from screc.hw.tt_core import TTCoreParams
+
+    table = next(t for t in cfg.model.tables if t.tt is not None)
+    reports = []
+    for p in lanes:
+        print(f"synthesising tt_core_{table.name} with {p} lanes ...", flush=True)
+        comp = TTCoreParams.for_table(table, cfg.numerics, lanes=p).create()
+        r = synth_core(f"tt_core_p{p}", comp, out / f"lanes{p}", cfg.device.fpga, fmax=fmax)
+        r["lanes"] = p
+        reports.append(r)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "lanes.json").write_text(json.dumps({"table": table.name, "reports": reports},
+                                               indent=2))
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("  (no PNG: matplotlib is not installed; `make synth` installs it)")
+        return reports
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    xs = [r["lanes"] for r in reports]
+    for key in ("luts", "ffs"):
+        ax1.plot(xs, [r[key] for r in reports], "o-", label=key.upper())
+    ax1b = ax1.twinx()
+    ax1b.plot(xs, [r["dsps"] for r in reports], "s--", color="tab:red", label="DSPs")
+    ax1.set_xlabel("MAC lanes P")
+    ax1.set_ylabel("LUTs / FFs")
+    ax1b.set_ylabel("DSP48E2")
+    ax1.legend(loc="upper left")
+    ax1b.legend(loc="lower right")
+    ax1.set_title(f"TT array for {table.name}: resources (UltraScale+ mapping)")
+    measured = [(x, r["fmax_mhz"]) for x, r in zip(xs, reports) if r.get("fmax_mhz")]
+    if measured:
+        ax2.plot(*zip(*measured), "o-")
+    else:
+        ax2.text(0.5, 0.5, "Fmax not measured (--no-fmax)", ha="center",
+                 transform=ax2.transAxes)
+    ax2.set_xlabel("MAC lanes P")
+    ax2.set_ylabel("Fmax, MHz (ECP5 place and route)")
+    ax2.set_title("Fmax")
+    for ax in (ax1, ax2):
+        ax.set_xscale("log", base=2)
+    fig.tight_layout()
+    fig.savefig(out / "lanes.png", dpi=100)
+    print(f"  sweep written to {out / 'lanes.json'} and {out / 'lanes.png'}")
+    return reports
+
+
+def _write_resource_table(cfg, path, out, fmax):
+    from screc.hw.mlp import MLPParams
+    from screc.hw.synth import synth_core, tool_versions
+    from screc.sw.planner import resource_generator_hash
+
+    p = cfg.device.tt_lanes
+    sweep = {r["lanes"]: r for r in _lanes_sweep(cfg, [p, 2 * p], out / "sweep", False)}
+    # The BRAM tier inside the gather core is budgeted as a tier, not as core cost.
+    gather = synth_core("gather_core", _fmax_stand_in(cfg, "gather"), out / "gather_core",
+                        cfg.device.fpga, fmax=False)
+    mlp = synth_core("mlp", MLPParams.for_config(cfg).create(), out / "mlp", cfg.device.fpga,
+                     fmax=False)
+    per_lane = {k: max(0.0, (sweep[2 * p][k] - sweep[p][k]) / p)
+                for k in ("luts", "dsps", "bram_kbits")}
+    fixed = {k: max(0.0, sweep[p][k] - p * per_lane[k]) for k in per_lane}
+    lines = [
+        "# Per-core FPGA resource costs the planner budgets with, measured by `make synth`",
+        "# (hw/synth.py: Yosys UltraScale+ mapping). Regenerate with `make synth`; a test fails",
+        "# when generator_hash no longer matches the generator parameters of the configs.",
+        "[meta]",
+        f'generator_hash = "{resource_generator_hash(cfg)}"',
+        f'config = "{Path(cfg.source).name}"',
+        *(f'{k.replace("-", "_")} = "{v}"' for k, v in tool_versions().items()),
+        f'written = "{time.strftime("%Y-%m-%d")}"',
+        "",
+    ]
+    for name, r in (("gather", gather), ("tt_array_fixed", fixed), ("tt_lane", per_lane),
+                    ("mlp", mlp)):
+        lines += [f"[cores.{name}]", f"luts = {round(r['luts'])}", f"dsps = {round(r['dsps'])}",
+                  f"bram_kbits = {round(r['bram_kbits'])}", ""]
+    path.write_text("\n".join(lines))
+    print(f"  resource table written to {path}")
+
+
 def cmd_sim(args) -> int:
     load_config(args.config)
     print("screc sim: the device top is not built yet, so there is no device to simulate. "
@@ -202,6 +346,15 @@ def main(argv=None) -> int:
     plan.add_argument("--time-limit", type=float, default=60.0)
     plan.add_argument("--gap", type=float, default=0.005)
     plan.set_defaults(func=cmd_plan)
+
+    syn = sub.add_parser("synth", help="resource and Fmax estimates of every core")
+    syn.add_argument("config", nargs="?", default=str(DEFAULT_CONFIG))
+    syn.add_argument("--cores", help="comma-separated subset: requant,tt_core,gather,mlp")
+    syn.add_argument("--sweep", help="lanes=P1,P2,...: sweep the TT array's lanes")
+    syn.add_argument("--no-fmax", action="store_true", help="skip ECP5 place and route")
+    syn.add_argument("--out", default="build/synth")
+    syn.add_argument("--resource-table", help="also measure and write the planner's table")
+    syn.set_defaults(func=cmd_synth)
 
     sim = sub.add_parser("sim", help="simulate the whole device under Verilator")
     sim.add_argument("config", nargs="?", default=str(DEFAULT_CONFIG))

@@ -23,7 +23,8 @@ import pulp
 
 from .config import TTConfig
 
-__all__ = ["CoreCosts", "load_core_costs", "TableInput", "PlanError", "Instance",
+__all__ = ["CoreCosts", "load_core_costs", "resource_generator_hash", "TableInput", "PlanError",
+           "Instance",
            "build_instance", "instance_for", "plan_image", "evaluate", "solve", "greedy",
            "brute_force", "ShardPlan"]
 
@@ -42,6 +43,23 @@ class CoreCosts:
     luts: int
     dsps: int
     bram_kbits: int
+
+
+def resource_generator_hash(cfg) -> str:
+    """Digest of the generator parameters the resource table was measured with (the cores of
+    ``cfg``); ``make synth`` stores it in the table, a test compares."""
+    import hashlib
+    from dataclasses import asdict
+
+    from screc.hw.gather import GatherParams
+    from screc.hw.mlp import MLPParams
+
+    table = next((t for t in cfg.model.tables if t.tt is not None), None)
+    parts = {"gather": asdict(GatherParams.for_config(cfg)),
+             "mlp": asdict(MLPParams.for_config(cfg)),
+             "tt": [table.tt.p_shapes, table.tt.q_shapes, table.tt.ranks] if table else None,
+             "tt_lanes": cfg.device.tt_lanes}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def load_core_costs(path=DEFAULT_COSTS) -> dict:

@@ -81,7 +81,13 @@ def test_an_fpga_too_small_for_any_core_is_refused(demo_config):
     cfg = dataclasses.replace(demo_config, device=dataclasses.replace(demo_config.device,
                                                                       fpga=fpga))
     stats = [zipf_coverage(t.rows, 1.0, accesses=100, bags=100) for t in cfg.model.tables]
-    with pytest.raises(PlanError, match="FPGA: even one core does not fit: dsps needs 128"):
+    from screc.sw.planner import load_core_costs
+
+    costs = load_core_costs()
+    need = costs["mlp"].dsps + min(costs["gather"].dsps, costs["tt_array_fixed"].dsps
+                                   + cfg.device.tt_lanes * costs["tt_lane"].dsps)
+    with pytest.raises(PlanError, match=f"FPGA: even one core does not fit: dsps needs {need}, "
+                                        f"{need - 10} more than the budget 10"):
         build_instance(cfg, stats, 256)
 
 
