@@ -19,7 +19,7 @@ from amaranth.lib import data
 from cocotb.triggers import ClockCycles, FallingEdge, First, RisingEdge, with_timeout
 
 __all__ = ["load_params", "write_report", "pack", "pack_columns", "write_hex",
-           "run_file_source", "unpack", "StreamDriver", "StreamMonitor",
+           "run_file_source", "unpack", "wait_until", "StreamDriver", "StreamMonitor",
            "InOrderChecker", "reset", "timeout_ns"]
 
 
@@ -77,6 +77,13 @@ async def run_file_source(dut, name: str, path, words, width: int, timeout_cycle
     await RisingEdge(dut.clk)
     start.value = 0
     await ClockCycles(dut.clk, 2)
+
+
+async def wait_until(predicate, clk):
+    """Return at the first rising edge of ``clk`` after which ``predicate()`` holds; benches
+    bound it with ``with_timeout`` so a deadlock fails fast."""
+    while not predicate():
+        await RisingEdge(clk)
 
 
 async def _wait_high(dut, sig):

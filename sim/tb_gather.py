@@ -11,7 +11,7 @@ import time
 
 import cocotb
 import numpy as np
-from cocotb.triggers import ClockCycles, RisingEdge, with_timeout
+from cocotb.triggers import ClockCycles, with_timeout
 from cocotb.utils import get_sim_time
 
 from screc.hw.gather import TIERS, GatherParams, GatherReference
@@ -27,6 +27,7 @@ from .stream import (
     reset,
     run_file_source,
     unpack,
+    wait_until,
     write_report,
 )
 
@@ -48,11 +49,6 @@ class BagAssembler:
             self.checker.check((tuple(self.beats), bool(item["error"])))
             self.beats = []
             self.bags += 1
-
-
-async def _until(pred, clk):
-    while not pred():
-        await RisingEdge(clk)
 
 
 @cocotb.test()
@@ -133,7 +129,7 @@ async def gather_matches_golden(dut):
 
         await with_timeout(drive(), budget, "ns")
         left = int(max(budget - (get_sim_time("ns") - start), 1000 * CLOCK_NS))
-        await with_timeout(_until(lambda: assembler.bags >= expected_bags, dut.clk), left, "ns")
+        await with_timeout(wait_until(lambda: assembler.bags >= expected_bags, dut.clk), left, "ns")
         await ClockCycles(dut.clk, 20)
         wall = time.perf_counter() - t0
         if not from_file:

@@ -11,7 +11,7 @@ import time
 
 import cocotb
 import numpy as np
-from cocotb.triggers import ClockCycles, RisingEdge, with_timeout
+from cocotb.triggers import ClockCycles, with_timeout
 from cocotb.utils import get_sim_time
 
 from screc.hw.mlp import MLP_DESCRIPTOR_FIELDS, MLPParams
@@ -27,6 +27,7 @@ from .stream import (
     reset,
     run_file_source,
     unpack,
+    wait_until,
     write_report,
 )
 
@@ -88,7 +89,7 @@ async def mlp_matches_golden(dut):
             await act_driver.send({"addr": f, "data": [int(v) for v in acts[f]]})
         await start_driver.send({"samples": samples})
         budget = int(cfg["cycles_per_tile"] * 3 + 5000) * CLOCK_NS
-        await with_timeout(_until(lambda n=tile + 1: len(got) >= n, dut.clk), budget, "ns")
+        await with_timeout(wait_until(lambda n=tile + 1: len(got) >= n, dut.clk), budget, "ns")
     await ClockCycles(dut.clk, 10)
     wall = time.perf_counter() - t0
     for item in got:
@@ -108,7 +109,3 @@ async def mlp_matches_golden(dut):
     dut._log.info("report: %s", json.dumps(report))
     write_report(report)
 
-
-async def _until(pred, clk):
-    while not pred():
-        await RisingEdge(clk)

@@ -11,7 +11,7 @@ import time
 
 import cocotb
 import numpy as np
-from cocotb.triggers import ClockCycles, RisingEdge, with_timeout
+from cocotb.triggers import ClockCycles, with_timeout
 from cocotb.utils import get_sim_time
 
 from screc.hw.tt_core import TTCoreParams
@@ -28,6 +28,7 @@ from .stream import (
     reset,
     run_file_source,
     unpack,
+    wait_until,
     write_report,
 )
 
@@ -59,11 +60,6 @@ class RowAssembler:
             self.checker.check(tuple(self.beats))
             self.beats = []
             self.rows += 1
-
-
-async def _wait_for(predicate, sig, clk):
-    while not predicate():
-        await (sig.value_change if sig is not None else RisingEdge(clk))
 
 
 @cocotb.test()
@@ -121,7 +117,7 @@ async def tt_core_matches_golden(dut):
         await with_timeout(drive(), budget, "ns")
         remaining = budget - (get_sim_time("ns") - start_ns)
         await with_timeout(
-            _wait_for(lambda: assembler.rows >= len(expected_vectors), None, dut.clk),
+            wait_until(lambda: assembler.rows >= len(expected_vectors), dut.clk),
             int(max(remaining, 100 * CLOCK_NS)), "ns")
         await ClockCycles(dut.clk, params.latency + params.beats_per_row + 10)
         wall = time.perf_counter() - t0
