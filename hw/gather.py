@@ -90,12 +90,6 @@ class GatherParams:
     def out_bits(self) -> int:
         return signed_bits_for(self.max_bag << (self.numerics.emb_bits - 1))
 
-    @property
-    def latency_bram(self) -> int:
-        """Cycles from a lookup's transfer to its row's data in the pooler for a BRAM row:
-        input register, issue, BRAM request queue, RAM read, ROB write, pooler read."""
-        return 6
-
     @classmethod
     def for_config(cls, cfg, **kwargs):
         """The gather unit a config's device gets: dim of the model's dense tables, ports and

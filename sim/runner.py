@@ -75,7 +75,7 @@ def _failure_excerpt(log: Path, limit: int = 40) -> str:
 
 
 def run(prepared: Prepared, test_module: str, params: dict, testcase=None, seed: int = 1,
-        waves: bool = False, plusargs=(), timeout_s: float | None = None) -> SimResult:
+        waves: bool = False, plusargs=()) -> SimResult:
     """Build (incrementally) and run ``test_module`` against ``prepared``. ``params`` reach the
     bench as JSON (``screc.sim.stream.load_params``); the bench may write ``report.json`` into
     its run directory, returned as ``SimResult.report``. Raises :class:`SimFailure` on any failed
@@ -105,8 +105,6 @@ def run(prepared: Prepared, test_module: str, params: dict, testcase=None, seed:
     results_xml = build_dir / "results.xml"
     results_xml.unlink(missing_ok=True)
     env = {PARAMS_ENV: str(params_file), "SCREC_TB_REPORT": str(report_file)}
-    if timeout_s:
-        env["SCREC_TB_TIMEOUT_S"] = str(timeout_s)
     try:
         runner.test(
             test_module=test_module,

@@ -20,7 +20,7 @@ from cocotb.triggers import ClockCycles, FallingEdge, First, RisingEdge, with_ti
 
 __all__ = ["load_params", "write_report", "pack", "pack_columns", "write_hex",
            "run_file_source", "unpack", "wait_until", "StreamDriver", "StreamMonitor",
-           "InOrderChecker", "reset", "timeout_ns"]
+           "InOrderChecker", "reset"]
 
 
 def load_params() -> dict:
@@ -31,11 +31,6 @@ def load_params() -> dict:
 def write_report(report: dict):
     with open(os.environ["SCREC_TB_REPORT"], "w") as f:
         json.dump(report, f, indent=2, sort_keys=True)
-
-
-def timeout_ns(default_s: float) -> float:
-    """Wall-clock guard is the runner's business; this is the simulated-time budget."""
-    return float(os.environ.get("SCREC_TB_TIMEOUT_NS", default_s * 1e9))
 
 
 def pack(layout, fields: dict) -> int:

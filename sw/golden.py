@@ -173,10 +173,6 @@ class BagBatch:
         return np.diff(np.append(self.offsets, self.indices.size))
 
 
-def _requant_float(x, shift, bits):
-    return requantize(x, shift, bits)
-
-
 def _stage_dense(prefix, uniq_prefix, ik, core_t, shift, bits):
     """All products of the used prefixes with every slice of the core, in one GEMM per chunk;
     then the (prefix, i_k) pairs that are needed are picked out and requantised."""
@@ -193,7 +189,7 @@ def _stage_dense(prefix, uniq_prefix, ik, core_t, shift, bits):
             continue
         full = (prefix[lo:hi].reshape(-1, rk) @ gmat).reshape(hi - lo, qk, pk, qn * rn)
         picked = full[uniq_prefix[sel] - lo, :, ik[sel], :]
-        out[sel] = _requant_float(picked, shift, bits).reshape(sel.size, qk * qn, rn)
+        out[sel] = requantize(picked, shift, bits).reshape(sel.size, qk * qn, rn)
     return out
 
 
@@ -213,7 +209,7 @@ def _stage_gathered(prefix, uniq_prefix, ik, core_t, shift, bits):
         a, b = buf_a[: hi - lo], buf_b[: hi - lo]
         np.take(prefix, uniq_prefix[lo:hi], axis=0, out=a)
         np.take(slices, ik[lo:hi], axis=0, out=b)
-        out[lo:hi] = _requant_float(a @ b, shift, bits).reshape(hi - lo, qk * qn, rn)
+        out[lo:hi] = requantize(a @ b, shift, bits).reshape(hi - lo, qk * qn, rn)
     return out
 
 

@@ -15,7 +15,7 @@ import json
 import math
 import time
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -96,7 +96,6 @@ class Instance:
     mlp_cycles: float
     batch: int
     clock_mhz: float
-    resources: dict = field(default_factory=dict)
 
 
 def _tt_with_rank(tt: TTConfig, rank: int) -> TTConfig:
@@ -164,7 +163,7 @@ def instance_for(dev, numerics, tables, stats, batch: int, mlp_cycles: float, co
         ssd_bytes_per_access=ssd.access_bytes,
         ssd_bytes_per_cycle=ssd.bytes_per_cycle(dev.clock_mhz),
         gather_cycles_per_row=gather_cpr, mlp_cycles=float(mlp_cycles), batch=batch,
-        clock_mhz=dev.clock_mhz, resources={"budget": budget})
+        clock_mhz=dev.clock_mhz)
 
 
 def evaluate(inst: Instance, choice, mix):
