@@ -10,7 +10,7 @@
 namespace {
 
 constexpr char kMagic[8] = {'S', 'C', 'R', 'E', 'C', 'I', 'M', 'G'};
-constexpr uint32_t kVersion = 1;
+constexpr uint32_t kVersion = 2;
 constexpr size_t kHeaderBytes = 64;
 constexpr size_t kDirEntryBytes = 32;
 constexpr int kMaxRegions = 8;

@@ -16,6 +16,8 @@ import cocotb
 import numpy as np
 from amaranth.hdl import Shape
 from amaranth.lib import data
+
+from screc.sw.bits import pack_columns
 from cocotb.triggers import ClockCycles, FallingEdge, First, RisingEdge, with_timeout
 
 __all__ = ["load_params", "write_report", "pack", "pack_columns", "write_hex",
@@ -35,25 +37,6 @@ def write_report(report: dict):
 
 def pack(layout, fields: dict) -> int:
     return layout.const(fields).as_value().value & ((1 << data.Layout.cast(layout).size) - 1)
-
-
-def pack_columns(layout, columns: dict) -> list[int]:
-    """Vectorised :func:`pack` for many transfers: ``columns`` maps each field to an array."""
-    layout = data.Layout.cast(layout)
-    n = len(next(iter(columns.values())))
-    if layout.size <= 64:
-        word = np.zeros(n, dtype=np.uint64)
-        for name, field in layout:
-            mask = np.uint64((1 << field.width) - 1)
-            col = np.asarray(columns[name], dtype=np.int64).astype(np.uint64) & mask
-            word |= col << np.uint64(field.offset)
-        return [int(w) for w in word]
-    words = [0] * n
-    for name, field in layout:
-        mask = (1 << field.width) - 1
-        for k, v in enumerate(np.asarray(columns[name]).tolist()):
-            words[k] |= (int(v) & mask) << field.offset
-    return words
 
 
 def write_hex(path, words, width: int):

@@ -15,7 +15,8 @@ from cocotb.triggers import ClockCycles, with_timeout
 from cocotb.utils import get_sim_time
 
 from screc.hw.mlp import MLP_DESCRIPTOR_FIELDS, MLPParams
-from screc.sw.image import _pack_fields, read_image, read_mlp_region
+from screc.sw.bits import lane_words, pack_fields
+from screc.sw.image import read_image, read_mlp_region
 from screc.sw.numerics import NumericsConfig
 
 from .stream import (
@@ -34,11 +35,6 @@ from .stream import (
 CLOCK_NS = 10
 
 
-def _words(values, bits):
-    mask = (1 << bits) - 1
-    return [sum((int(v) & mask) << (bits * i) for i, v in enumerate(row)) for row in values]
-
-
 @cocotb.test()
 async def mlp_matches_golden(dut):
     cfg = load_params()
@@ -51,9 +47,9 @@ async def mlp_matches_golden(dut):
         instr[int(i)].update(patch)
     targets = ([0] * len(instr) + [1] * len(region["weights"]) + [2] * len(region["biases"]))
     addrs = [*range(len(instr)), *range(len(region["weights"])), *range(len(region["biases"]))]
-    data = ([_pack_fields(MLP_DESCRIPTOR_FIELDS, d) for d in instr]
-            + _words(region["weights"], params.numerics.weight_bits)
-            + _words(region["biases"], params.bias_bits))
+    data = ([pack_fields(MLP_DESCRIPTOR_FIELDS, d) for d in instr]
+            + lane_words(region["weights"], params.numerics.weight_bits)
+            + lane_words(region["biases"], params.bias_bits))
     words = pack_columns(comp.load_layout, {"target": targets, "addr": addrs, "data": data})
     await run_file_source(dut, "load", cfg["load_file"], words, comp.load_layout.size,
                           len(words) * 2 + 100)

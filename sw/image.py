@@ -20,12 +20,15 @@ from pathlib import Path
 
 import numpy as np
 
+from .bits import pack_fields as _pack_fields
+from .bits import unpack_fields as _unpack_fields
+
 __all__ = ["ImageError", "DESCRIPTOR_FIELDS", "DESCRIPTOR_BYTES", "DESCRIPTOR_MAGIC",
            "REGION_IDS", "KIND_DENSE", "KIND_TT", "TablePlacement", "Image", "build_image",
            "read_image", "descriptor_dtype", "mlp_region", "read_mlp_region"]
 
 MAGIC = b"SCRECIMG"
-VERSION = 1
+VERSION = 2
 HEADER_BYTES = 64
 DIR_ENTRY_BYTES = 32
 DESCRIPTOR_BYTES = 64
@@ -39,15 +42,20 @@ _MLP_HEADER = np.dtype([("instructions", "<u4"), ("weight_words", "<u4"), ("bias
 
 DESCRIPTOR_FIELDS = (
     ("magic", 16), ("kind", 8), ("flags", 8), ("dim", 16), ("row_bytes", 16),
-    ("rows", 32), ("thr_bram", 32), ("thr_dram", 32), ("frac", 8), ("reserved0", 24),
-    ("base_bram", 64), ("base_dram", 64), ("base_ssd", 64), ("reserved1", 128),
+    ("rows", 32), ("thr_bram", 32), ("thr_dram", 32), ("frac", 8), ("emb_shift", 8),
+    ("max_bag", 16), ("base_bram", 64), ("base_dram", 64), ("base_ssd", 64), ("core", 8),
+    ("reserved1", 24), ("bram_part", 32), ("reserved2", 64),
 )
-"""(name, bits) of a table descriptor, least significant first; 512 bits = 64 bytes."""
+"""(name, bits) of a table descriptor, least significant first; 512 bits = 64 bytes. ``core``
+is the gather core (dense) or TT array (TT) that serves the table, ``emb_shift`` the right shift
+from its pooled sums to the MLP's activations, ``max_bag`` its longest bag; ``base_bram`` counts
+port words inside the serving gather core's own on-chip tier, which starts at word
+``bram_part`` of the ``bram`` region."""
 
 _HEADER = np.dtype([("magic", "S8"), ("version", "<u4"), ("header_bytes", "<u4"),
                     ("n_tables", "<u4"), ("n_regions", "<u4"), ("port_bytes", "<u4"),
                     ("reserved", "<u4"), ("payload_bytes", "<u8"), ("crc32", "<u4"),
-                    ("pad", "S20")])
+                    ("boot_addr", "<u8"), ("boot_bytes", "<u8"), ("pad", "S4")])
 _DIR = np.dtype([("region", "<u4"), ("flags", "<u4"), ("offset", "<u8"), ("size", "<u8"),
                  ("reserved", "<u8")])
 
@@ -82,6 +90,8 @@ class Image:
     port_bytes: int
     descriptors: np.ndarray
     regions: dict
+    boot_addr: int = 0
+    boot_bytes: int = 0
 
     def descriptor(self, t: int) -> dict:
         rec = self.descriptors[t]
@@ -97,7 +107,8 @@ class Image:
             raise IndexError(f"table {t}: row {r} outside [0, {d['rows']})")
         nbytes = d["row_bytes"]
         if r < d["thr_bram"]:
-            start = d["base_bram"] * self.port_bytes + r * _padded(nbytes, self.port_bytes)
+            start = ((d["bram_part"] + d["base_bram"]) * self.port_bytes
+                     + r * _padded(nbytes, self.port_bytes))
             raw = self.regions["bram"][start:start + nbytes]
         elif r < d["thr_dram"]:
             start = d["base_dram"] + (r - d["thr_bram"]) * nbytes
@@ -177,43 +188,39 @@ def read_mlp_region(region) -> dict:
             "weights": weights.astype(np.int64), "biases": biases.astype(np.int64)}
 
 
-def _pack_fields(fields, values: dict) -> int:
-    word, offset = 0, 0
-    for name, bits in fields:
-        v = int(values.get(name, 0))
-        if not 0 <= v < (1 << bits):
-            raise ValueError(f"field {name} = {v} does not fit {bits} bits")
-        word |= v << offset
-        offset += bits
-    return word
-
-
-def _unpack_fields(fields, word: int) -> dict:
-    out, offset = {}, 0
-    for name, bits in fields:
-        out[name] = (word >> offset) & ((1 << bits) - 1)
-        offset += bits
-    return out
-
-
 def build_image(tables, placements, emb_bits: int, port_bytes: int, device=None,
-                mlp=None) -> bytes:
+                mlp=None, fields=None, bram_core=None, boot=None) -> bytes:
     """Lay out ``tables`` (:class:`screc.sw.golden.QuantTable`, rows already in remapped order)
     with their :class:`TablePlacement` and return the image bytes. With ``device`` the tier
-    capacities are checked (an error names the tier and the overflow)."""
+    capacities are checked (an error names the tier and the overflow).
+
+    ``fields``: per table, extra descriptor values (``core``, ``emb_shift``, ``max_bag``).
+    ``bram_core``: per table, the gather core whose on-chip tier holds its hot rows; the
+    ``bram`` region is laid out core by core and ``base_bram`` counts words inside the core's
+    partition. ``boot``: ``boot(descriptors, regions) -> bytes``, the boot stream the device
+    reads at start-up; it is placed at the end of the ``dram`` region (``boot_addr``,
+    ``boot_bytes`` in the header)."""
     if len(tables) != len(placements):
         raise ValueError("one placement per table")
     if port_bytes < 1 or port_bytes & (port_bytes - 1):
         raise ValueError(f"port_bytes must be a power of two, not {port_bytes!r}")
+    bram_core = [0] * len(tables) if bram_core is None else list(bram_core)
     desc = np.zeros(len(tables), dtype=descriptor_dtype())
     chunks = {name: [] for name in REGION_IDS}
     used = dict.fromkeys(REGION_IDS, 0)
+    bram_parts = {}
+    for core in sorted(set(bram_core)):
+        bram_parts[core] = []
     for t, (table, place) in enumerate(zip(tables, placements)):
         d = desc[t]
         d["magic"] = DESCRIPTOR_MAGIC
         d["dim"] = table.dim
         d["rows"] = table.num_rows
         d["frac"] = table.frac & 0xFF
+        for name, value in (fields[t] if fields else {}).items():
+            if name not in desc.dtype.names or name in ("magic", "kind", "rows", "dim"):
+                raise ValueError(f"table {table.name}: descriptor field {name!r} cannot be set")
+            d[name] = value
         if table.tt is not None:
             d["kind"] = KIND_TT
             continue
@@ -228,11 +235,12 @@ def build_image(tables, placements, emb_bits: int, port_bytes: int, device=None,
         d["thr_dram"] = b + k
         rows = table.rows
         padded = _padded(nbytes, port_bytes)
-        d["base_bram"] = used["bram"] // port_bytes
+        part = bram_parts[bram_core[t]]
+        d["base_bram"] = sum(len(c) for c in part) // port_bytes
         bram = np.zeros((b, padded), dtype=np.uint8)
         bram[:, :nbytes] = np.frombuffer(_encode_rows(rows[:b], emb_bits), np.uint8).reshape(
             b, nbytes)
-        chunks["bram"].append(bram.tobytes())
+        part.append(bram.tobytes())
         used["bram"] += b * padded
         d["base_dram"] = used["dram"]
         chunks["dram"].append(_encode_rows(rows[b:b + k], emb_bits))
@@ -240,14 +248,28 @@ def build_image(tables, placements, emb_bits: int, port_bytes: int, device=None,
         d["base_ssd"] = used["ssd"]
         chunks["ssd"].append(_encode_rows(rows[b + k:], emb_bits))
         used["ssd"] += (table.num_rows - b - k) * nbytes
+    word = 0
+    for core, part in bram_parts.items():
+        for t in range(len(tables)):
+            if bram_core[t] == core:
+                desc[t]["bram_part"] = word
+        chunks["bram"].extend(part)
+        word += sum(len(c) for c in part) // port_bytes
+    regions = {name: b"".join(chunks[name]) for name in REGION_IDS}
+    regions["mlp"] = mlp_region(mlp) if mlp is not None else b""
+    boot_addr = boot_bytes = 0
+    if boot is not None:
+        stream = boot(desc, regions)
+        boot_addr = _padded(len(regions["dram"]), 64)
+        boot_bytes = len(stream)
+        regions["dram"] += b"\0" * (boot_addr - len(regions["dram"])) + stream
+    used["dram"] = len(regions["dram"])
     if device is not None:
         for tier in device.tiers:
             if used[tier.name] > tier.capacity_bytes:
                 raise ValueError(f"tier {tier.name}: image needs {used[tier.name]} bytes, "
                                  f"{used[tier.name] - tier.capacity_bytes} more than its "
                                  f"capacity {tier.capacity_bytes}")
-    regions = {name: b"".join(chunks[name]) for name in REGION_IDS}
-    regions["mlp"] = mlp_region(mlp) if mlp is not None else b""
     directory = np.zeros(len(REGION_IDS), dtype=_DIR)
     offset = HEADER_BYTES + len(REGION_IDS) * DIR_ENTRY_BYTES + len(tables) * DESCRIPTOR_BYTES
     for i, (name, rid) in enumerate(REGION_IDS.items()):
@@ -261,7 +283,7 @@ def build_image(tables, placements, emb_bits: int, port_bytes: int, device=None,
         body.extend(regions[name])
     header = np.zeros(1, dtype=_HEADER)
     header[0] = (MAGIC, VERSION, HEADER_BYTES, len(tables), len(REGION_IDS), port_bytes, 0,
-                 len(body), zlib.crc32(body), b"")
+                 len(body), zlib.crc32(body), boot_addr, boot_bytes, b"")
     return header.tobytes() + bytes(body)
 
 
@@ -297,4 +319,5 @@ def read_image(source) -> Image:
         if start + size > len(blob) or int(entry["region"]) not in ids:
             raise ImageError(f"{name}: region {int(entry['region'])} lies outside the image")
         regions[ids[int(entry["region"])]] = memoryview(blob)[start:start + size]
-    return Image(int(h["port_bytes"]), descriptors, regions)
+    return Image(int(h["port_bytes"]), descriptors, regions, int(h["boot_addr"]),
+                 int(h["boot_bytes"]))

@@ -29,6 +29,8 @@ __all__ = ["CoreCosts", "load_core_costs", "resource_generator_hash", "TableInpu
            "brute_force", "ShardPlan"]
 
 EPS = 1e-3
+SSD_EPS = 1e-6
+"""Expected SSD reads per batch below which a plan is taken not to touch the SSD (no latency)."""
 """Weight of the secondary objective (memory-traffic cycles, plus one per core) that breaks
 ties between plans with the same bottleneck time: small enough never to trade it away."""
 DEFAULT_COSTS = Path(__file__).resolve().parent.parent / "configs" / "core_resources.toml"
@@ -96,6 +98,7 @@ class Instance:
     mlp_cycles: float
     batch: int
     clock_mhz: float
+    ssd_latency_cycles: float = 0.0
 
 
 def _tt_with_rank(tt: TTConfig, rank: int) -> TTConfig:
@@ -109,8 +112,12 @@ def build_instance(cfg, stats, batch: int, costs=None, max_cores: int = 16) -> I
 
     if len(stats) != len(cfg.model.tables):
         raise PlanError(f"{len(stats)} table statistics for {len(cfg.model.tables)} tables")
+    from screc.hw.device import tile_load_cycles
+
     mlp_params, program = MLPParams.zero_program(cfg)
-    mlp_cycles = program.cycles_per_tile * -(-batch // mlp_params.lanes)
+    load = tile_load_cycles(program.dense_features, len(cfg.model.tables), cfg.model.emb_dim,
+                            mlp_params.lanes, cfg.device.gather_port_bytes)
+    mlp_cycles = (program.cycles_per_tile + load) * -(-batch // mlp_params.lanes)
     return instance_for(cfg.device, cfg.numerics, cfg.model.tables, stats, batch, mlp_cycles,
                         costs, max_cores)
 
@@ -163,7 +170,7 @@ def instance_for(dev, numerics, tables, stats, batch: int, mlp_cycles: float, co
         ssd_bytes_per_access=ssd.access_bytes,
         ssd_bytes_per_cycle=ssd.bytes_per_cycle(dev.clock_mhz),
         gather_cycles_per_row=gather_cpr, mlp_cycles=float(mlp_cycles), batch=batch,
-        clock_mhz=dev.clock_mhz)
+        clock_mhz=dev.clock_mhz, ssd_latency_cycles=float(ssd.latency_cycles(dev.clock_mhz)))
 
 
 def evaluate(inst: Instance, choice, mix):
@@ -173,12 +180,14 @@ def evaluate(inst: Instance, choice, mix):
     broken."""
     ng, nt = mix
     use = dict.fromkeys(("bram", "dram", "ssd"), 0.0)
-    dram_t = ssd_t = gather_w = tt_w = 0.0
+    dram_t = ssd_t = gather_w = tt_t = gather_one = ssd_n = 0.0
+    n_tt = 0
     for tab, c in zip(inst.tables, choice):
         if c[0] == "tt":
             rank, core_bytes, cpl = tab.tt_options[c[1]]
             use["bram"] += core_bytes
-            tt_w += tab.lookups * cpl
+            tt_t = max(tt_t, tab.lookups * cpl)
+            n_tt += 1
             continue
         a, b = c[1], c[2]
         k1, k2 = tab.ks[a], tab.ks[b]
@@ -191,13 +200,18 @@ def evaluate(inst: Instance, choice, mix):
                    * inst.dram_bytes_per_access[tab.name] / inst.dram_bytes_per_cycle)
         ssd_t += (tab.lookups * (1 - tab.cov[b]) * inst.ssd_bytes_per_access
                   / inst.ssd_bytes_per_cycle)
+        ssd_n += tab.lookups * (1 - tab.cov[b])
         gather_w += tab.lookups * inst.gather_cycles_per_row[tab.name]
+        gather_one = max(gather_one, tab.lookups * inst.gather_cycles_per_row[tab.name])
     if any(use[k] > inst.capacity[k] + 1e-6 for k in use):
         return None
-    if (gather_w > 0 and ng == 0) or (tt_w > 0 and nt == 0):
+    if (gather_w > 0 and ng == 0) or n_tt != nt:
         return None
-    parts = {"dram": dram_t, "ssd": ssd_t, "gather": gather_w / ng if ng else 0.0,
-             "tt": tt_w / nt if nt else 0.0, "mlp": inst.mlp_cycles}
+    if ssd_n > SSD_EPS:
+        ssd_t = max(ssd_t, inst.ssd_latency_cycles)
+    parts = {"dram": dram_t, "ssd": ssd_t,
+             "gather": max(gather_w / ng, gather_one) if ng else 0.0,
+             "tt": tt_t, "mlp": inst.mlp_cycles}
     return max(parts.values()) + EPS * (dram_t + ssd_t + ng + nt), parts, use
 
 
@@ -302,7 +316,7 @@ def _model(inst: Instance, slack: bool = False):
     prob = pulp.LpProblem("screc_shard_map", pulp.LpMinimize)
     T = prob.add_variable("T", lowBound=0)
     x, y = {}, {}
-    gather_w, tt_w, dram_t, ssd_t = [], [], [], []
+    gather_w, dram_t, ssd_t, ssd_n, n_tt = [], [], [], [], []
     use = {"bram": [], "dram": [], "ssd": []}
     n_dense = []
     for t, tab in enumerate(inst.tables):
@@ -333,7 +347,8 @@ def _model(inst: Instance, slack: bool = False):
         prob += pulp.lpSum(ys) + d == 1
         for i, (rank, core_bytes, cpl) in enumerate(tab.tt_options):
             use["bram"].append(core_bytes * ys[i])
-            tt_w.append(tab.lookups * cpl * ys[i])
+            prob += T >= tab.lookups * cpl * ys[i]
+            n_tt.append(ys[i])
         y[t] = ys
     slacks = {}
     for tier, terms in use.items():
@@ -342,22 +357,21 @@ def _model(inst: Instance, slack: bool = False):
         prob += pulp.lpSum(terms) <= inst.capacity[tier] + s, f"capacity_{tier}"
     prob += T >= pulp.lpSum(dram_t), "dram_time"
     prob += T >= pulp.lpSum(ssd_t), "ssd_time"
+    uses_ssd = prob.add_variable("uses_ssd", cat="Binary")
+    big_n = sum(tab.lookups for tab in inst.tables)
+    prob += pulp.lpSum(ssd_n) <= SSD_EPS + big_n * uses_ssd, "ssd_accessed"
+    prob += T >= inst.ssd_latency_cycles * uses_ssd, "ssd_latency"
     prob += T >= inst.mlp_cycles, "mlp_time"
     m = [prob.add_variable(f"mix_{ng}_{nt}", cat="Binary") for ng, nt in inst.mixes]
     prob += pulp.lpSum(m) == 1
     big_g = sum(tab.lookups * inst.gather_cycles_per_row[tab.name] for tab in inst.tables)
-    big_t = sum(tab.lookups * max((o[2] for o in tab.tt_options), default=0)
-                for tab in inst.tables)
     n_tables = len(inst.tables)
+    prob += pulp.lpSum(n_tt) == pulp.lpSum(nt * mv for mv, (_, nt) in zip(m, inst.mixes))
     for mv, (ng, nt) in zip(m, inst.mixes):
         if ng:
             prob += T >= pulp.lpSum(gather_w) * (1.0 / ng) - big_g * (1 - mv)
         else:
             prob += pulp.lpSum(n_dense) <= n_tables * (1 - mv)
-        if nt:
-            prob += T >= pulp.lpSum(tt_w) * (1.0 / nt) - big_t * (1 - mv)
-        else:
-            prob += pulp.lpSum(v for ys in y.values() for v in ys) <= n_tables * (1 - mv)
     if slack:
         scale = {k: 1.0 / max(1, inst.capacity[k]) for k in slacks}
         prob += pulp.lpSum(scale[k] * slacks[k] for k in slacks)

@@ -52,7 +52,7 @@ def blob():
 
 @pytest.mark.parametrize("corrupt,match", [
     (lambda b: b"XXXXXXXX" + b[8:], "bad magic"),
-    (lambda b: b[:8] + (2).to_bytes(4, "little") + b[12:], "unsupported version 2"),
+    (lambda b: b[:8] + (9).to_bytes(4, "little") + b[12:], "unsupported version 9"),
     (lambda b: b[:-10], "truncated"),
     (lambda b: b[:300] + bytes([b[300] ^ 0x40]) + b[301:], "checksum mismatch"),
     (lambda b: b[:40], "truncated"),
