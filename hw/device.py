@@ -1,7 +1,7 @@
 import math
 from dataclasses import dataclass, replace
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -242,10 +242,10 @@ class DeviceParams:
         return max(c.out_bits for c in (*self.gather, *self.tt))
 
     def tt_load_layout(self, a: int) -> data.StructLayout:
-        return self.tt[a].create().load_layout
+        return _quiet(self.tt[a].create()).load_layout
 
     def mlp_load_data_bits(self) -> int:
-        return data.Layout.cast(self.mlp.create().load_layout)["data"].shape.width
+        return data.Layout.cast(_quiet(self.mlp.create()).load_layout)["data"].shape.width
 
     def boot_items(self):
         """``(name, item bits)`` of every boot target variant, in variant order."""
@@ -710,7 +710,8 @@ class Device(wiring.Component):
         with m.If(fmt_bad | starved):
             m.d.sync += [dead.eq(1), flags.eq(flags | (1 << FLAGS["batch_format"]))]
         beat_end = (rec_j == per_beat - 1) | (rec_left == 1)
-        m.d.comb += seq.data.ready.eq(Mux(router_on, take & beat_end, 0))
+        with m.If(router_on):
+            m.d.comb += seq.data.ready.eq(take & beat_end)
         bad_now = bag_bad | bag_long | bad_idx | too_long
         tag_val = Signal(tag_layout)
         m.d.comb += [tag_val.table.eq(k_exp), tag_val.sample.eq(s_tile),
@@ -905,8 +906,14 @@ class Device(wiring.Component):
                     m.next = "WAIT"
 
 
+def _quiet(component):
+    """A component made only to read its layouts: never elaborated, so not warned about."""
+    component._MustUse__silence = True
+    return component
+
+
 def _sext(value, width):
-    v = value.as_value().as_signed()
+    v = Value.cast(value).as_signed()
     return Cat(v, *(v[-1] for _ in range(width - len(v))))
 
 

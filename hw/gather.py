@@ -96,12 +96,12 @@ class GatherParams:
         depth from ``[device.cores]``, one descriptor slot per table, bags up to the largest
         ``max_pooling``, the BRAM tier's capacity in port words."""
         dev = cfg.device
-        return cls(dim=cfg.model.emb_dim, numerics=cfg.numerics,
-                   port_bytes=dev.gather_port_bytes, outstanding=dev.gather_outstanding,
-                   tables=len(cfg.model.tables),
-                   max_bag=max(t.max_pooling for t in cfg.model.tables),
-                   bram_words=dev.tier("bram").capacity_bytes // dev.gather_port_bytes,
-                   **kwargs)
+        defaults = {"dim": cfg.model.emb_dim, "numerics": cfg.numerics,
+                    "port_bytes": dev.gather_port_bytes, "outstanding": dev.gather_outstanding,
+                    "tables": len(cfg.model.tables),
+                    "max_bag": max(t.max_pooling for t in cfg.model.tables),
+                    "bram_words": dev.tier("bram").capacity_bytes // dev.gather_port_bytes}
+        return cls(**{**defaults, **kwargs})
 
     def create(self):
         return GatherUnit(self)

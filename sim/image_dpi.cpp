@@ -16,9 +16,9 @@ constexpr size_t kDirEntryBytes = 32;
 constexpr int kMaxRegions = 8;
 
 std::vector<uint8_t> g_blob;
-uint64_t g_region_offset[kMaxRegions];
-uint64_t g_region_size[kMaxRegions];
+std::vector<uint8_t> g_region[kMaxRegions];
 bool g_open = false;
+constexpr uint64_t kMaxGrowth = uint64_t(1) << 32;
 
 uint32_t crc32(const uint8_t* p, size_t n) {
     static uint32_t table[256];
@@ -68,22 +68,73 @@ extern "C" int screc_image_open(const char* path) {
     if (crc32(g_blob.data() + kHeaderBytes, payload) != get<uint32_t>(40))
         return fail(path, "checksum mismatch");
     if (n_regions > kMaxRegions) return fail(path, "too many regions");
-    for (int r = 0; r < kMaxRegions; ++r) g_region_offset[r] = g_region_size[r] = 0;
+    for (int r = 0; r < kMaxRegions; ++r) g_region[r].clear();
     for (uint32_t i = 0; i < n_regions; ++i) {
         size_t e = kHeaderBytes + i * kDirEntryBytes;
         uint32_t id = get<uint32_t>(e);
         uint64_t off = get<uint64_t>(e + 8), size = get<uint64_t>(e + 16);
         if (id >= kMaxRegions || off + size > g_blob.size())
             return fail(path, "region outside the image");
-        g_region_offset[id] = off;
-        g_region_size[id] = size;
+        g_region[id].assign(g_blob.begin() + off, g_blob.begin() + off + size);
     }
+    g_blob.clear();
+    g_blob.shrink_to_fit();
     g_open = true;
     return 0;
 }
 
 extern "C" long long screc_image_region_size(int region) {
-    return (g_open && region >= 0 && region < kMaxRegions) ? (long long)g_region_size[region] : 0;
+    return (g_open && region >= 0 && region < kMaxRegions) ? (long long)g_region[region].size()
+                                                           : 0;
+}
+
+namespace {
+bool grow(int region, uint64_t end) {
+    if (!g_open || region < 0 || region >= kMaxRegions || end > kMaxGrowth) return false;
+    if (g_region[region].size() < end) g_region[region].resize(end, 0);
+    return true;
+}
+}  // namespace
+
+// The host's DMA into device memory: copies a file into `region` at byte `addr` (the region
+// grows to hold it). Returns 0, or 1 with a message.
+extern "C" int screc_mem_load(int region, long long addr, const char* path) {
+    std::FILE* f = std::fopen(path, "rb");
+    if (!f) {
+        std::fprintf(stderr, "screc_mem_load: %s: cannot open\n", path);
+        return 1;
+    }
+    std::vector<uint8_t> data;
+    uint8_t buf[1 << 16];
+    size_t n;
+    while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) data.insert(data.end(), buf, buf + n);
+    std::fclose(f);
+    if (addr < 0 || !grow(region, (uint64_t)addr + data.size())) {
+        std::fprintf(stderr, "screc_mem_load: %s: region %d address %lld refused\n", path,
+                     region, addr);
+        return 1;
+    }
+    std::memcpy(g_region[region].data() + addr, data.data(), data.size());
+    return 0;
+}
+
+// A device write of nbytes (<= 128) at byte `addr` of `region`; returns 1 if refused.
+extern "C" int screc_mem_write(int region, long long addr, int nbytes, const svBitVecVal* data) {
+    if (addr < 0 || nbytes < 0 || nbytes > 128 || !grow(region, (uint64_t)addr + nbytes))
+        return 1;
+    for (int i = 0; i < nbytes; ++i)
+        g_region[region][addr + i] = (uint8_t)(data[i / 4] >> (8 * (i % 4)));
+    return 0;
+}
+
+// The host reading device memory back: writes [addr, addr + nbytes) of `region` to a file.
+extern "C" int screc_mem_dump(int region, long long addr, long long nbytes, const char* path) {
+    if (addr < 0 || nbytes < 0 || !grow(region, (uint64_t)(addr + nbytes))) return 1;
+    std::FILE* f = std::fopen(path, "wb");
+    if (!f) return 1;
+    size_t done = std::fwrite(g_region[region].data() + addr, 1, nbytes, f);
+    std::fclose(f);
+    return done == (size_t)nbytes ? 0 : 1;
 }
 
 // Copies nbytes (<= 128) of `region` from byte `addr` into `data` (little-endian). Bytes beyond
@@ -93,8 +144,8 @@ extern "C" int screc_image_read(int region, long long addr, int nbytes, svBitVec
     int oob = 0;
     for (int i = 0; i < nbytes && i < 128; ++i) {
         uint64_t a = (uint64_t)addr + i;
-        if (g_open && region >= 0 && region < kMaxRegions && a < g_region_size[region])
-            bytes[i] = g_blob[g_region_offset[region] + a];
+        if (g_open && region >= 0 && region < kMaxRegions && a < g_region[region].size())
+            bytes[i] = g_region[region][a];
         else
             oob = 1;
     }

@@ -111,6 +111,7 @@ def cmd_verilog(args) -> int:
 def cmd_plan(args) -> int:
     from .model import generate_batch, init_params, quantize_dlrm
     from .planner import build_instance, greedy, plan_image, solve
+    from .flow import table_alphas
     from .stats import analyse_npz, synthetic_traces, write_traces
 
     cfg = load_config(args.config)
@@ -122,7 +123,8 @@ def cmd_plan(args) -> int:
                   f"batches of {args.batch}) -> {traces}", flush=True)
             traces.parent.mkdir(parents=True, exist_ok=True)
             write_traces(traces, synthetic_traces(cfg.model, args.synthetic_batches, args.batch,
-                                                  seed=cfg.model.seed))
+                                                  seed=cfg.model.seed,
+                                                  alphas=table_alphas(cfg.model)))
     print(f"[2/4] analysing {traces}", flush=True)
     analysed = analyse_npz(traces, cfg.model)
     stats = [s for s, _ in analysed]

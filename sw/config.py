@@ -96,6 +96,8 @@ class TableConfig:
     max_pooling: int
     tt: TTConfig | None = None
     tt_rank_options: tuple[int, ...] = ()
+    placement: str = "auto"
+    """``auto``: the planner chooses TT or dense; ``tt`` / ``dense`` pin the table."""
 
 
 @dataclass(frozen=True)
@@ -302,7 +304,10 @@ def _read_table(sec: _Section, numerics: NumericsConfig) -> TableConfig:
     q = sec.ints("tt_q_shapes", default=(), lo=1, min_len=0, max_len=4)
     r = sec.ints("tt_ranks", default=(), lo=1, hi=1024, min_len=0, max_len=3)
     options = sec.ints("tt_rank_options", default=(), lo=1, hi=1024, min_len=0, max_len=8)
+    placement = sec.str("placement", default="auto", choices=("auto", "tt", "dense"))
     sec.done()
+    if placement == "tt" and not r:
+        raise sec.error("placement", placement, "needs a TT shape (tt_ranks)")
     if options and not r:
         raise sec.error("tt_rank_options", list(options), "needs a TT shape (tt_ranks)")
     tt = None
@@ -323,7 +328,7 @@ def _read_table(sec: _Section, numerics: NumericsConfig) -> TableConfig:
             )
         if tt.dim != dim:
             raise sec.error("tt_q_shapes", list(q), f"product {tt.dim} must equal dim ({dim})")
-    return TableConfig(name, rows, dim, pooling, max_pooling, tt, options)
+    return TableConfig(name, rows, dim, pooling, max_pooling, tt, options, placement)
 
 
 def _read_model(sec: _Section, numerics: NumericsConfig) -> ModelConfig:

@@ -136,13 +136,13 @@ def instance_for(dev, numerics, tables, stats, batch: int, mlp_cycles: float, co
     for tcfg, st in zip(tables, stats):
         rb = row_bytes(tcfg.dim, n.emb_bits)
         options = []
-        if tcfg.tt is not None:
+        if tcfg.tt is not None and tcfg.placement != "dense":
             for rank in tcfg.tt_rank_options or (max(tcfg.tt.ranks),):
                 tt = _tt_with_rank(tcfg.tt, rank)
                 cpl = TTCoreParams(tt, tcfg.rows, dev.tt_lanes, n).cycles_per_lookup
                 options.append((rank, tt.params * n.tt_core_bits // 8, cpl))
         inputs.append(TableInput(tcfg.name, tcfg.rows, rb, st.pooling * batch, st.ks,
-                                 st.coverage, tuple(options)))
+                                 st.coverage, tuple(options), tcfg.placement != "tt"))
         dram_bpa[tcfg.name] = -(-rb // dram.access_bytes) * dram.access_bytes
         gather_cpr[tcfg.name] = -(-rb // dev.gather_port_bytes)
     fpga = dev.fpga

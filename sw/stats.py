@@ -59,11 +59,20 @@ def breakpoint_grid(rows: int, points: int = 12) -> np.ndarray:
 
 
 def _curve(counts: np.ndarray, rows: int, points: int):
+    """Coverage breakpoints with the Good-Turing estimate of the rows the trace missed: the
+    next access goes to an unseen row with probability ``p0`` = (rows seen once) / accesses,
+    spread evenly over the unseen rows; the seen rows share the rest by their counts."""
     total = int(counts.sum())
     hot = np.sort(counts)[::-1]
     cum = np.concatenate([[0], np.cumsum(hot, dtype=np.int64)])
-    ks = breakpoint_grid(rows, points)
-    cov = cum[ks] / total if total else ks / max(rows, 1)
+    unique = int(np.count_nonzero(counts))
+    ks = np.union1d(breakpoint_grid(rows, points), [unique])
+    if not total:
+        return tuple(int(k) for k in ks), tuple(float(k / max(rows, 1)) for k in ks)
+    p0 = min(int(np.count_nonzero(counts == 1)) / total, 1.0) if unique < rows else 0.0
+    seen = cum[np.minimum(ks, unique)] / total * (1 - p0)
+    unseen = p0 * np.maximum(ks - unique, 0) / max(rows - unique, 1)
+    cov = np.minimum(seen + unseen, 1.0)
     return tuple(int(k) for k in ks), tuple(float(c) for c in cov)
 
 
@@ -90,12 +99,16 @@ def _chunks(array):
 
 
 def analyse_npz(path, model, points: int = 12):
-    """``[(TableStats, counts)]`` for every table of ``model`` from an ``.npz`` trace."""
-    path = Path(path)
-    try:
-        trace = np.load(path, mmap_mode="r")
-    except (OSError, ValueError) as e:
-        raise TraceError(f"{path}: not a readable .npz trace ({e})") from e
+    """``[(TableStats, counts)]`` for every table of ``model`` from an ``.npz`` trace (or the
+    dict :func:`synthetic_traces` returns)."""
+    if isinstance(path, dict):
+        trace, path = path, "<synthetic trace>"
+    else:
+        path = Path(path)
+        try:
+            trace = np.load(path, mmap_mode="r")
+        except (OSError, ValueError) as e:
+            raise TraceError(f"{path}: not a readable .npz trace ({e})") from e
     batches = int(trace["batches"]) if "batches" in trace else 1
     out = []
     for t, table in enumerate(model.tables):

@@ -1,0 +1,171 @@
+"""Build and run the whole device under Verilator: the device top with its DRAM and SSD tier
+models (served from the memory image by DPI), a write port into the same DRAM, and the host's
+side (the batch DMA'd into DRAM before reset, device memory read back after the run)."""
+
+import json
+import pickle
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from screc.hw.device import OP_BOOT, OP_RUN, req_layout, resp_layout
+from screc.hw.ram import RTL_SOURCES
+from screc.sw.device import BatchLayout, batch_bytes, lookup_records, read_results
+
+from . import harness, runner
+from .memory import MEMORY_SOURCES, REGION, _slice, memory_sv, tier_timing
+
+__all__ = ["DeviceRun", "run_device", "device_sv"]
+
+
+def device_sv(params, device, wr_layout) -> str:
+    ports = ("dram", "ssd") if params.gather else ("dram",)
+    mem = memory_sv(device, ports, req_layout(params.addr_bits), resp_layout(params.port_bytes),
+                    params.port_bytes, queue=256)
+    pb = params.port_bytes
+    region = REGION["dram"]
+    wr_addr = _slice(wr_layout, "addr", "dram_wr__payload")
+    wr_data = _slice(wr_layout, "data", "dram_wr__payload")
+    host = f"""
+  import "DPI-C" function int screc_mem_load(input int region, input longint addr,
+                                             input string path);
+  import "DPI-C" function int screc_mem_write(input int region, input longint addr,
+                                              input int nbytes, input bit [1023:0] data);
+  import "DPI-C" function int screc_mem_dump(input int region, input longint addr,
+                                             input longint nbytes, input string path);
+  longint wr__n_writes = 0;
+  logic host__dump = 1'b0;
+  assign dram_wr__ready = 1'b1;
+  initial begin
+    string path;
+    longint addr;
+    #1;
+    if ($value$plusargs("batch=%s", path)) begin
+      if (!$value$plusargs("batch_addr=%d", addr)) $fatal(1, "no +batch_addr= plusarg");
+      if (screc_mem_load({region}, addr, path) != 0) $fatal(1, "batch %s refused", path);
+    end
+  end
+  always @(posedge clk) begin
+    if (!rst && dram_wr__valid && dram_wr__ready) begin
+      if (screc_mem_write({region}, longint'({wr_addr}), {pb}, 1024'({wr_data})) != 0)
+        $fatal(1, "device write to %0d refused", {wr_addr});
+      wr__n_writes <= wr__n_writes + 1;
+    end
+    if (host__dump) begin
+      string path;
+      longint addr, nbytes;
+      if (!$value$plusargs("dump=%s", path) || !$value$plusargs("dump_addr=%d", addr)
+          || !$value$plusargs("dump_bytes=%d", nbytes)) $fatal(1, "no +dump= plusargs");
+      if (screc_mem_dump({region}, addr, nbytes, path) != 0) $fatal(1, "dump %s failed", path);
+    end
+  end"""
+    return mem + host
+
+
+@dataclass
+class DeviceRun:
+    logits: np.ndarray
+    status: dict
+    resp: dict
+    report: dict
+    layout: BatchLayout
+    build_s: float
+    run_s: float
+
+
+def _progress_thread(path: Path, total: int, stop: threading.Event, stream=sys.stderr):
+    def show():
+        last = -1
+        while not stop.wait(0.5):
+            try:
+                info = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            done = int(info.get("samples", 0))
+            if done == last:
+                continue
+            last = done
+            width = 30
+            fill = width * done // max(total, 1)
+            stream.write(f"\r  [{'#' * fill}{'.' * (width - fill)}] {done}/{total} samples, "
+                         f"{info.get('cycles', 0):,} cycles ")
+            stream.flush()
+        if last >= 0:
+            stream.write("\n")
+
+    t = threading.Thread(target=show, daemon=True)
+    t.start()
+    return t
+
+
+def run_device(setup, dense_q, bags, name="device", seed=1, waves=False, progress=False,
+               resp_bp_pct=0, mem_extra_delay=0, timeout_cycles=None) -> DeviceRun:
+    """Boot the device from ``setup.image`` and run one batch (``dense_q``, ``bags`` with
+    original indices). Returns the logits and status record read back from device memory, the
+    command responses and the counters."""
+    params, cfg = setup.params, setup.cfg
+    comp = params.create()
+    extra = device_sv(params, cfg.device, comp.wr_layout)
+    key = harness.config_key(repr(params), extra)
+    attached = ["dram_req", "dram_resp", "dram_wr"] + (["ssd_req", "ssd_resp"]
+                                                       if params.gather else [])
+    prepared = harness.prepare(comp, name, key, extra_sv=extra,
+                               extra_sources=(*RTL_SOURCES, *MEMORY_SOURCES),
+                               attached=tuple(attached))
+    d = prepared.build_dir
+    image_file = d / "image.bin"
+    image_file.write_bytes(setup.image)
+    from screc.sw.image import read_image
+
+    img = read_image(setup.image)
+    dram_size = len(img.regions["dram"])
+    records = lookup_records(bags, setup.remap)
+    layout = BatchLayout.for_device(params, dram_size + 4096, len(dense_q), len(records))
+    batch_file = d / "batch.bin"
+    batch_file.write_bytes(batch_bytes(layout, dense_q, records))
+    dump_file = d / "dump.bin"
+    dump_file.unlink(missing_ok=True)
+    progress_file = d / "progress.json"
+    progress_file.unlink(missing_ok=True)
+    slowest = max(tier_timing(t, cfg.device.clock_mhz)["LATENCY"] for t in cfg.device.tiers)
+    boot_beats = img.boot_bytes // params.port_bytes
+    if timeout_cycles is None:
+        timeout_cycles = 200 * len(records) + 2000 * layout.tiles + 4 * slowest + 100_000
+    tb = {"boot": {"op": OP_BOOT, "addr": img.boot_addr, "bytes": img.boot_bytes},
+          "run": {"op": OP_RUN, "addr": layout.base, "bytes": 0},
+          "boot_timeout": 8 * boot_beats + 4 * slowest + 10_000,
+          "run_timeout": timeout_cycles, "resp_bp_pct": resp_bp_pct,
+          "extra_delay": mem_extra_delay, "progress_file": str(progress_file),
+          "samples": layout.samples, "gather": len(params.gather), "tt": len(params.tt),
+          "ssd": bool(params.gather), "params_pickle": pickle.dumps(params).hex()}
+    stop = threading.Event()
+    thread = _progress_thread(progress_file, layout.samples, stop) if progress else None
+    try:
+        result = runner.run(prepared, "screc.sim.tb_device", tb, seed=seed, waves=waves,
+                            plusargs=(f"+image={image_file}", f"+batch={batch_file}",
+                                      f"+batch_addr={layout.base}", f"+dump={dump_file}",
+                                      f"+dump_addr={layout.base}",
+                                      f"+dump_bytes={layout.end - layout.base}"))
+    finally:
+        stop.set()
+        if thread:
+            thread.join()
+    memory = dump_file.read_bytes()
+    logits, status = read_results(layout, memory)
+    rep = result.report
+    return DeviceRun(logits, status, rep.get("resp", {}), rep, layout, result.build_s,
+                     result.run_s)
+
+
+def elapsed(fn, *args, repeat: int = 3, **kwargs):
+    """Best wall time of ``repeat`` calls (seconds) and the last result."""
+    best, out = float("inf"), None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        out = fn(*args, **kwargs)
+        best = min(best, time.perf_counter() - t0)
+    return best, out

@@ -1,0 +1,127 @@
+"""The end-to-end flow behind ``screc sim``: statistics from a trace, the shard-map plan, the
+quantised model, the device and its memory image, an evaluation batch in the batch format, and
+the golden answer the device must reproduce."""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["table_alphas", "DeviceSetup", "prepare_device", "make_batch"]
+
+BATCH_GAP = 4096
+
+
+def table_alphas(model) -> np.ndarray:
+    """Per-table Zipf exponents of the config's synthetic workload (trace and evaluation
+    batches draw from the same distribution)."""
+    return np.random.default_rng([model.seed, 0x5A1F]).uniform(0.8, 1.3, len(model.tables))
+
+
+@dataclass
+class DeviceSetup:
+    cfg: object
+    plan: dict
+    params: object
+    qmodel: object
+    fparams: object
+    image: bytes
+    remap: list
+    batch_size: int
+
+
+def prepare_device(cfg, batch: int = 256, trace_batches: int = 8, time_limit: float = 60.0,
+                   log=print) -> DeviceSetup:
+    """Plan ``cfg`` from a synthetic trace and build the device and its memory image."""
+    from screc.hw.device import DeviceParams
+    from screc.hw.mlp import MLPParams
+
+    from .device import boot_stream
+    from .image import build_image
+    from .model import generate_batch, init_params, quantize_dlrm
+    from .planner import build_instance, solve
+    from .stats import analyse_npz, remap_permutation, synthetic_traces
+
+    log(f"[plan] {len(cfg.model.tables)} tables: statistics from a synthetic trace "
+        f"({trace_batches} batches of {batch})")
+    traces = synthetic_traces(cfg.model, trace_batches, batch, seed=cfg.model.seed,
+                              alphas=table_alphas(cfg.model))
+    analysed = analyse_npz(traces, cfg.model)
+    inst = build_instance(cfg, [s for s, _ in analysed], batch)
+    plan = solve(inst, time_limit=time_limit).to_dict()
+    mix = plan["core_mix"]
+    log(f"[plan] {mix['gather_cores']} gather cores, {mix['tt_arrays']} TT arrays; predicted "
+        f"{plan['predicted']['cycles_per_batch']:,.0f} cycles per batch, bottleneck "
+        f"{plan['predicted']['bottleneck']}")
+    fparams = init_params(cfg.model)
+    qmodel = quantize_dlrm(fparams, cfg.numerics, generate_batch(cfg.model, 512, 1))
+    params = DeviceParams.for_plan(cfg, plan)
+    program = MLPParams.compile(params.mlp, qmodel, cfg.model.emb_dim)
+    if (program.dense_base, program.emb_base, program.emb_stride) != (
+            params.dense_base, params.emb_base, params.emb_stride):
+        raise ValueError("the compiled MLP program's feature map differs from the device's")
+    from .golden import QuantTable, tt_rows_int
+    from .image import TablePlacement
+
+    tables, places, fields, bram_core, remap = [], [], [], [], []
+    shifts = qmodel.emb_shifts
+    for t, (rec, table, route) in enumerate(zip(plan["tables"], qmodel.tables, params.routes)):
+        if shifts[t] < 0:
+            raise ValueError(f"table {table.name}: emb_shift {shifts[t]} < 0 (left shift)")
+        fields.append({"core": route.core, "emb_shift": shifts[t], "max_bag": route.max_bag})
+        if route.kind == "dense":
+            src = table.rows if table.rows is not None else tt_rows_int(
+                table.tt, np.arange(table.num_rows))
+            perm = remap_permutation(analysed[t][1])
+            rows = src.copy()
+            rows[perm] = src
+            tables.append(QuantTable(table.name, table.num_rows, table.dim, table.frac,
+                                     rows=rows))
+            places.append(TablePlacement(rec["k_bram"], rec["k_dram"]))
+            bram_core.append(route.core)
+            remap.append(perm)
+        else:
+            tables.append(QuantTable(table.name, table.num_rows, table.dim, table.frac,
+                                     tt=table.tt))
+            places.append(TablePlacement(0, 0))
+            bram_core.append(0)
+            remap.append(None)
+    image = build_image(
+        tables, places, cfg.numerics.emb_bits, params.port_bytes, cfg.device, mlp=program,
+        fields=fields, bram_core=bram_core,
+        boot=lambda desc, regions: boot_stream(params, desc, regions, qmodel, program))
+    return DeviceSetup(cfg, plan, params, qmodel, fparams, image, remap, batch)
+
+
+def make_batch(setup: DeviceSetup, samples: int, seed: int, bad=()):
+    """An evaluation batch from the config's workload: ``(dense float, dense_q, bags)`` with
+    original indices; ``bad``: ``(table, sample)`` bags that get an index outside the table."""
+    from .model import generate_batch
+    from .numerics import quantize
+    from .stats import synthetic_traces
+
+    model = setup.cfg.model
+    tr = synthetic_traces(model, 1, samples, seed=seed, alphas=table_alphas(model))
+    from .golden import BagBatch
+
+    bags = [BagBatch(tr[f"indices_{t}"], tr[f"offsets_{t}"]) for t in range(len(model.tables))]
+    for t, s in bad:
+        idx, off = bags[t].indices.copy(), bags[t].offsets
+        end = off[s + 1] if s + 1 < off.size else idx.size
+        if end > off[s]:
+            idx[off[s]] = model.tables[t].rows + 7
+        else:
+            idx = np.insert(idx, off[s], model.tables[t].rows + 7)
+            off = off.copy()
+            off[s + 1:] += 1
+        bags[t] = BagBatch(idx, off)
+    dense = generate_batch(model, samples, seed).dense
+    dense_q = quantize(dense, setup.qmodel.dense_frac, setup.cfg.numerics.act_bits)
+    return dense, dense_q, bags
+
+
+def write_file(path, blob: bytes) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(blob)
+    return path
