@@ -2,7 +2,7 @@ import math
 from dataclasses import dataclass, replace
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
-from amaranth.lib import data, fifo, stream, wiring
+from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from screc.sw.device import (
@@ -788,14 +788,21 @@ class Device(wiring.Component):
                     m.d.comb += shift.eq(routes[t].shift)
         rq = Requant(in_bits=out_bits, out_bits=A, max_shift=min(out_bits, 255))
         act_vals = [requant_value(m, Mux(beat_tag.bad, 0, v), shift, rq) for v in beat_vals]
-        regs = [[Signal(L * A, name=f"tp{t}_{e}") for e in range(D)] for t in range(T)]
-        for t in range(T):
-            for e in range(D):
-                bt, j = divmod(e, B)
-                hit = take_beat & (beat_tag.table == t) & (cur_beat == bt)
-                for s in range(L):
-                    with m.If(hit & (beat_tag.sample == s)):
-                        m.d.sync += regs[t][e][s * A:(s + 1) * A].eq(act_vals[j])
+        # Transposer: one memory per sample lane, a word per (table, beat) of B activations;
+        # all lanes read at the same address give one feature of every sample.
+        nb = D // B
+        e_t = Signal(range(max(T, 2)))
+        e_e = Signal(range(max(D, 2)))
+        emb_word = Signal(L * A)
+        act_beat = Cat(act_vals)
+        for s in range(L):
+            mem = memory.Memory(shape=unsigned(B * A), depth=T * nb, init=[])
+            m.submodules[f"transpose{s}"] = mem
+            wr, rd = mem.write_port(), mem.read_port(domain="comb")
+            m.d.comb += [wr.addr.eq(beat_tag.table * nb + cur_beat), wr.data.eq(act_beat),
+                         wr.en.eq(take_beat & (beat_tag.sample == s)),
+                         rd.addr.eq(e_t * nb + e_e // B),
+                         emb_word[s * A:(s + 1) * A].eq(rd.data.word_select(e_e % B, A))]
         bag_done = take_beat & beat_last
 
         # Tile loader: dense block, pooled features, start, logits to memory.
@@ -813,16 +820,8 @@ class Device(wiring.Component):
         dense_beats = -(-p.dense_features // feat_per_beat)
         d_feat = Signal(range(p.dense_features + feat_per_beat + 1))
         d_j = Signal(range(max(feat_per_beat, 2)))
-        e_t = Signal(range(max(T, 2)))
-        e_e = Signal(range(max(D, 2)))
         lanes_bytes = dense_rd.data.payload.word_select(d_j, L * 8)
         dense_word = Cat(lanes_bytes[s * 8:s * 8 + A] for s in range(L))
-        emb_word = Signal(L * A)
-        with m.Switch(Cat(e_e, e_t)):
-            for t in range(T):
-                for e in range(D):
-                    with m.Case(e | (t << len(e_e))):
-                        m.d.comb += emb_word.eq(regs[t][e])
         logits = mlp.logits.payload
         lb = p.logit_bytes
         logit_bits = Cat(_sext(logits.data[s], lb * 8) for s in range(L))

@@ -4,6 +4,7 @@ response (with a timeout so that a deadlock fails fast), then reads device memor
 acts per command; the clock, the memories and the write port run in the simulator."""
 
 import json
+import time
 from pathlib import Path
 
 import cocotb
@@ -66,10 +67,14 @@ async def device_runs_a_batch(dut):
     for name in ("dram", "ssd") if tb["ssd"] else ("dram",):
         getattr(dut, f"{name}__extra_max").value = tb["extra_delay"]
     await reset(dut)
+    t0 = time.perf_counter()
     boot = await _command(dut, comp, tb["boot"], tb["boot_timeout"])
+    t1 = time.perf_counter()
     boot_counters = _counters(dut, comp, tb)
     progress = cocotb.start_soon(_progress(dut, comp, Path(tb["progress_file"])))
+    t2 = time.perf_counter()
     run = await _command(dut, comp, tb["run"], tb["run_timeout"])
+    t3 = time.perf_counter()
     progress.cancel()
     await ClockCycles(dut.clk, 2)
     dut.host__dump.value = 1
@@ -77,6 +82,7 @@ async def device_runs_a_batch(dut):
     dut.host__dump.value = 0
     await ClockCycles(dut.clk, 2)
     write_report({"resp": {"boot": boot, "run": run}, "boot_counters": boot_counters,
+                  "wall_s": {"boot": t1 - t0, "run": t3 - t2},
                   "counters": _counters(dut, comp, tb)})
 
 
