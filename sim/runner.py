@@ -95,7 +95,7 @@ def run(prepared: Prepared, test_module: str, params: dict, testcase=None, seed:
         sources=hdl,
         hdl_toplevel="tb_top",
         build_dir=str(build_dir),
-        build_args=list(BUILD_ARGS) + cpp
+        build_args=list(BUILD_ARGS) + os.environ.get("SCREC_VERILATOR_ARGS", "").split() + cpp
         + (["--trace-fst", "--trace-structs"] if waves else []),
         timescale=("1ns", "1ps"),
         waves=waves,

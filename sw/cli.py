@@ -315,10 +315,50 @@ def _write_resource_table(cfg, path, out, fmax):
 
 
 def cmd_sim(args) -> int:
-    load_config(args.config)
-    print("screc sim: the device top is not built yet, so there is no device to simulate. "
-          "The cores that exist are simulated by `make test`.", file=sys.stderr)
-    return 2
+    from screc.sim.e2e import plot_report, simulate, write_report
+
+    cfg = load_config(args.config)
+    report = simulate(cfg, batch=args.batch, seed=args.seed, waves=args.waves,
+                      baselines=not args.no_baselines)
+    out = write_report(report, args.out)
+    png = plot_report(report, Path(args.out).with_suffix(".png"))
+    pl, sim = report["planner"], report["sim"]
+    print(f"\n  {report['queries']} queries: {report['cycles']:,} cycles "
+          f"({report['cycles_per_query']:.1f} per query), boot {report['boot_cycles']:,} "
+          f"cycles")
+    for name, core in report["cores"].items():
+        util = core.get("mac_util", core.get("port_util"))
+        kind = "MAC" if "mac_util" in core else "port"
+        print(f"  {name:<9} {kind} utilisation {util:6.1%}")
+    for name, tier in report["tiers"].items():
+        bw = f", {tier['bandwidth_util']:.1%} of its bandwidth" if "bandwidth_util" in tier \
+            else ""
+        print(f"  {name:<9} {tier['requests']:>8,} reads, {_fmt_bytes(tier['bytes'])}{bw}")
+    print(f"  planner: {pl['predicted_for_batch']:,.0f} cycles for this batch's lookups "
+          f"({pl['bottleneck']}-bound), error {pl['error']:+.1%} against the simulation; "
+          f"{pl['predicted_cycles']:,.0f} from the trace statistics "
+          f"({pl['error_vs_trace_prediction']:+.1%})")
+    print(f"  simulation: {sim['cycles_per_s'] or 0:,.0f} cycles/s "
+          f"(build {sim['build_s']:.1f} s)")
+    print(f"  projected: {report['projected_qps']:,.0f} queries/s at "
+          f"{report['clock_mhz']:.0f} MHz")
+    for name, base in report.get("cpu", {}).items():
+        qps = f"{base['qps']:,.0f} queries/s" if base["qps"] else "-"
+        print(f"  CPU {name:<13} {qps:>18}  ({base['what']})")
+    if "speedup" in report:
+        print(f"  speedup vs the faster CPU baseline ({report['cpu_best']['name']}): "
+              f"{report['speedup']:.1f}x")
+    print(f"  report: {out}, plot: {png}")
+    if not report["match"]:
+        print(f"screc sim: {report['mismatch_count']} of {report['queries']} logits differ from "
+              f"the golden model (first samples {report['mismatches']})", file=sys.stderr)
+        return 1
+    if report["status"]["flags"] != report["status"]["expected_flags"]:
+        print(f"screc sim: status flags {report['status']['flag_names']} differ from the "
+              f"expected {report['status']['expected_flags']:#x}", file=sys.stderr)
+        return 1
+    print("  every logit matches the golden model bit for bit")
+    return 0
 
 
 def main(argv=None) -> int:
@@ -360,6 +400,11 @@ def main(argv=None) -> int:
 
     sim = sub.add_parser("sim", help="simulate the whole device under Verilator")
     sim.add_argument("config", nargs="?", default=str(DEFAULT_CONFIG))
+    sim.add_argument("--batch", type=int, default=256, help="queries in the batch")
+    sim.add_argument("--seed", type=int, default=7)
+    sim.add_argument("--waves", action="store_true", help="write an FST of the run")
+    sim.add_argument("--no-baselines", action="store_true", help="skip the CPU baselines")
+    sim.add_argument("--out", default="build/report/sim.json")
     sim.set_defaults(func=cmd_sim)
 
     args = parser.parse_args(argv)

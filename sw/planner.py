@@ -99,6 +99,16 @@ class Instance:
     batch: int
     clock_mhz: float
     ssd_latency_cycles: float = 0.0
+    tiles: int = 1
+
+
+def pipeline_cycles(parts: dict, tiles: int) -> float:
+    """Cycles of a whole batch from its stage times: the device overlaps the embedding stages
+    (cores and memories) of one tile with the MLP of the previous one, so the batch takes the
+    slower of the two paths plus one tile of the faster (the pipeline's fill and drain)."""
+    emb = max(v for k, v in parts.items() if k != "mlp")
+    mlp = parts["mlp"]
+    return max(emb, mlp) + min(emb, mlp) / max(tiles, 1)
 
 
 def _tt_with_rank(tt: TTConfig, rank: int) -> TTConfig:
@@ -119,11 +129,11 @@ def build_instance(cfg, stats, batch: int, costs=None, max_cores: int = 16) -> I
                             mlp_params.lanes, cfg.device.gather_port_bytes)
     mlp_cycles = (program.cycles_per_tile + load) * -(-batch // mlp_params.lanes)
     return instance_for(cfg.device, cfg.numerics, cfg.model.tables, stats, batch, mlp_cycles,
-                        costs, max_cores)
+                        costs, max_cores, tiles=-(-batch // mlp_params.lanes))
 
 
 def instance_for(dev, numerics, tables, stats, batch: int, mlp_cycles: float, costs=None,
-                 max_cores: int = 16) -> Instance:
+                 max_cores: int = 16, tiles: int = 1) -> Instance:
     """:func:`build_instance` for any list of :class:`screc.sw.config.TableConfig` (dims may
     differ: the benchmark's Meta-scale model is not a dot-interaction DLRM)."""
     from screc.hw.tt_core import TTCoreParams
@@ -170,7 +180,8 @@ def instance_for(dev, numerics, tables, stats, batch: int, mlp_cycles: float, co
         ssd_bytes_per_access=ssd.access_bytes,
         ssd_bytes_per_cycle=ssd.bytes_per_cycle(dev.clock_mhz),
         gather_cycles_per_row=gather_cpr, mlp_cycles=float(mlp_cycles), batch=batch,
-        clock_mhz=dev.clock_mhz, ssd_latency_cycles=float(ssd.latency_cycles(dev.clock_mhz)))
+        clock_mhz=dev.clock_mhz, ssd_latency_cycles=float(ssd.latency_cycles(dev.clock_mhz)),
+        tiles=tiles)
 
 
 def evaluate(inst: Instance, choice, mix):
@@ -300,8 +311,10 @@ class ShardPlan:
         return {
             "batch": inst.batch, "clock_mhz": inst.clock_mhz,
             "core_mix": {"gather_cores": self.mix[0], "tt_arrays": self.mix[1]},
-            "predicted": {"cycles_per_batch": self.cycles,
-                          "us_per_batch": self.cycles / inst.clock_mhz,
+            "predicted": {"cycles_per_batch": pipeline_cycles(self.breakdown, inst.tiles),
+                          "steady_state_cycles": self.cycles,
+                          "us_per_batch": pipeline_cycles(self.breakdown, inst.tiles)
+                          / inst.clock_mhz,
                           "bottleneck": max(self.breakdown, key=self.breakdown.get),
                           "cycles": self.breakdown},
             "usage_bytes": self.usage, "capacity_bytes": inst.capacity,
