@@ -652,7 +652,7 @@ class Device(wiring.Component):
         cnt = self.counters
 
         tag_layout = data.StructLayout({"table": range(max(T, 2)), "sample": range(max(L, 2)),
-                                        "parity": 1, "bad": 1})
+                                        "tile": 16, "bad": 1})
         lk_fifos, tag_fifos = [], []
         for c, core in enumerate(cores):
             lf = fifo.SyncFIFOBuffered(width=core.lookup_layout.size, depth=p.core_fifo)
@@ -672,7 +672,7 @@ class Device(wiring.Component):
         rec = rec_layout(seq.data.payload.word_select(rec_j, rec_layout.size))
         k_exp = Signal(range(max(T, 2)))
         s_tile = Signal(range(max(L, 2)))
-        r_parity = Signal()
+        r_tile = Signal(16)
         s_done = Signal(32)
         bag_rows = Signal(16)
         bag_bad = Signal()
@@ -681,7 +681,7 @@ class Device(wiring.Component):
         router_on = Signal()
         with m.If(in_run & ~started):
             m.d.sync += [started.eq(1), rec_left.eq(bh.lookups), rec_j.eq(0), k_exp.eq(0),
-                         s_tile.eq(0), r_parity.eq(0), s_done.eq(0), bag_rows.eq(0),
+                         s_tile.eq(0), r_tile.eq(0), s_done.eq(0), bag_rows.eq(0),
                          bag_bad.eq(0), bag_long.eq(0)]
         m.d.comb += router_on.eq(started & (s_done != bh.samples) & ~dead)
         r = Signal.like(routes[0])
@@ -715,7 +715,7 @@ class Device(wiring.Component):
         bad_now = bag_bad | bag_long | bad_idx | too_long
         tag_val = Signal(tag_layout)
         m.d.comb += [tag_val.table.eq(k_exp), tag_val.sample.eq(s_tile),
-                     tag_val.parity.eq(r_parity), tag_val.bad.eq(bad_now)]
+                     tag_val.tile.eq(r_tile), tag_val.bad.eq(bad_now)]
         for c, core in enumerate(cores):
             lk = core.lookup_layout
             payload = Signal(lk, name=f"route_lookup{c}")
@@ -743,7 +743,7 @@ class Device(wiring.Component):
                     m.d.sync += [k_exp.eq(0), s_done.eq(s_done + 1),
                                  s_tile.eq(Mux(s_tile == L - 1, 0, s_tile + 1))]
                     with m.If(s_tile == L - 1):
-                        m.d.sync += r_parity.eq(~r_parity)
+                        m.d.sync += r_tile.eq(r_tile + 1)
                 with m.Else():
                     m.d.sync += k_exp.eq(k_exp + 1)
             with m.Else():
@@ -754,11 +754,13 @@ class Device(wiring.Component):
             m.d.sync += [dead.eq(1), flags.eq(flags | (1 << FLAGS["batch_format"]))]
 
         # Collector: pooled beats from any core whose head tag belongs to the filling tile.
-        fill_parity = Signal()
-        fill_bags = Signal(range(T * L + 1))
+        # Two tile buffers: bags of the oldest unloaded tile and the next one are accepted.
+        free_tile = Signal(16)
+        fill_bags = [Signal(range(T * L + 1), name=f"fill_bags{b}") for b in range(2)]
         coll_last = Signal(range(max(nc, 2)))
         heads = [tag_layout(tf.r_data) for tf in tag_fifos]
-        ready_c = [core.out.valid & tag_fifos[c].r_rdy & (heads[c].parity == fill_parity)
+        ready_c = [core.out.valid & tag_fifos[c].r_rdy
+                   & ((heads[c].tile - free_tile)[:16] <= 1)
                    for c, core in enumerate(cores)]
         csel, cany = _round_robin(m, ready_c, coll_last, "collect")
         out_bits = max(c.params.out_bits for c in cores)
@@ -788,20 +790,21 @@ class Device(wiring.Component):
                     m.d.comb += shift.eq(routes[t].shift)
         rq = Requant(in_bits=out_bits, out_bits=A, max_shift=min(out_bits, 255))
         act_vals = [requant_value(m, Mux(beat_tag.bad, 0, v), shift, rq) for v in beat_vals]
-        # Transposer: one memory per sample lane, a word per (table, beat) of B activations;
-        # all lanes read at the same address give one feature of every sample.
+        # Transposer: one memory per sample lane, a word per (buffer, table, beat) of B
+        # activations; all lanes read at one address give a feature of every sample. Two tile
+        # buffers, so the cores fill the next tile while the loader moves the current one.
         nb = D // B
         e_t = Signal(range(max(T, 2)))
         e_e = Signal(range(max(D, 2)))
         emb_word = Signal(L * A)
         act_beat = Cat(act_vals)
         for s in range(L):
-            mem = memory.Memory(shape=unsigned(B * A), depth=T * nb, init=[])
+            mem = memory.Memory(shape=unsigned(B * A), depth=2 * T * nb, init=[])
             m.submodules[f"transpose{s}"] = mem
             wr, rd = mem.write_port(), mem.read_port(domain="comb")
-            m.d.comb += [wr.addr.eq(beat_tag.table * nb + cur_beat), wr.data.eq(act_beat),
-                         wr.en.eq(take_beat & (beat_tag.sample == s)),
-                         rd.addr.eq(e_t * nb + e_e // B),
+            m.d.comb += [wr.addr.eq((beat_tag.tile[0] * T + beat_tag.table) * nb + cur_beat),
+                         wr.data.eq(act_beat), wr.en.eq(take_beat & (beat_tag.sample == s)),
+                         rd.addr.eq((free_tile[0] * T + e_t) * nb + e_e // B),
                          emb_word[s * A:(s + 1) * A].eq(rd.data.word_select(e_e % B, A))]
         bag_done = take_beat & beat_last
 
@@ -810,11 +813,13 @@ class Device(wiring.Component):
         tile_samples = Signal(range(L + 1))
         left = bh.samples - tile * L
         m.d.comb += tile_samples.eq(Mux(left >= L, L, left))
-        tile_full = fill_bags == tile_samples * T
+        tile_full = Mux(free_tile[0], fill_bags[1], fill_bags[0]) == tile_samples * T
         freed = Signal()
-        m.d.sync += fill_bags.eq(Mux(freed, 0, fill_bags) + bag_done)
+        for b in range(2):
+            m.d.sync += fill_bags[b].eq(Mux(freed & (free_tile[0] == b), 0, fill_bags[b])
+                                        + (bag_done & (beat_tag.tile[0] == b)))
         with m.If(freed):
-            m.d.sync += fill_parity.eq(~fill_parity)
+            m.d.sync += free_tile.eq(free_tile + 1)
         act = mlp.act_in
         feat_per_beat = W // (L * 8)
         dense_beats = -(-p.dense_features // feat_per_beat)
@@ -901,7 +906,7 @@ class Device(wiring.Component):
                              wr.payload.data.eq(status)]
                 with m.If(wr.ready):
                     m.d.comb += run_done.eq(1)
-                    m.d.sync += [started.eq(0), tile.eq(0), bh.magic.eq(0)]
+                    m.d.sync += [started.eq(0), tile.eq(0), bh.magic.eq(0), free_tile.eq(0)]
                     m.next = "WAIT"
 
 

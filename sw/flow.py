@@ -139,7 +139,10 @@ def predict_batch(setup: DeviceSetup, bags) -> dict:
     mhz = dev.clock_mhz
     dram, ssd = dev.tier("dram"), dev.tier("ssd")
     rb = row_bytes(cfg.model.emb_dim, cfg.numerics.emb_bits)
-    parts = dict.fromkeys(("dram", "ssd", "gather", "tt", "mlp"), 0.0)
+    parts = dict.fromkeys(("dram", "ssd", "gather", "tt", "router", "mlp"), 0.0)
+    parts["router"] = float(sum(max(1, hi - lo) for bag in bags
+                                for lo, hi in zip(bag.offsets,
+                                                  np.append(bag.offsets[1:], bag.indices.size))))
     per_core = [0.0] * len(p.gather)
     ssd_reads = 0
     for t, (rec, route, bag) in enumerate(zip(plan["tables"], p.routes, bags)):

@@ -83,6 +83,12 @@ class TableInput:
     cov: tuple
     tt_options: tuple = ()
     dense_allowed: bool = True
+    bram_row_bytes: int = 0
+    """Bytes a row takes in the on-chip tier (rows start on port words); 0: ``row_bytes``."""
+
+    @property
+    def onchip_bytes(self) -> int:
+        return self.bram_row_bytes or self.row_bytes
 
 
 @dataclass(frozen=True)
@@ -100,6 +106,8 @@ class Instance:
     clock_mhz: float
     ssd_latency_cycles: float = 0.0
     tiles: int = 1
+    router_cycles: float = 0.0
+    """Lookup records per batch (rows plus empty bags): the device routes one per cycle."""
 
 
 def pipeline_cycles(parts: dict, tiles: int) -> float:
@@ -152,7 +160,8 @@ def instance_for(dev, numerics, tables, stats, batch: int, mlp_cycles: float, co
                 cpl = TTCoreParams(tt, tcfg.rows, dev.tt_lanes, n).cycles_per_lookup
                 options.append((rank, tt.params * n.tt_core_bits // 8, cpl))
         inputs.append(TableInput(tcfg.name, tcfg.rows, rb, st.pooling * batch, st.ks,
-                                 st.coverage, tuple(options), tcfg.placement != "tt"))
+                                 st.coverage, tuple(options), tcfg.placement != "tt",
+                                 -(-rb // dev.gather_port_bytes) * dev.gather_port_bytes))
         dram_bpa[tcfg.name] = -(-rb // dram.access_bytes) * dram.access_bytes
         gather_cpr[tcfg.name] = -(-rb // dev.gather_port_bytes)
     fpga = dev.fpga
@@ -181,7 +190,8 @@ def instance_for(dev, numerics, tables, stats, batch: int, mlp_cycles: float, co
         ssd_bytes_per_cycle=ssd.bytes_per_cycle(dev.clock_mhz),
         gather_cycles_per_row=gather_cpr, mlp_cycles=float(mlp_cycles), batch=batch,
         clock_mhz=dev.clock_mhz, ssd_latency_cycles=float(ssd.latency_cycles(dev.clock_mhz)),
-        tiles=tiles)
+        tiles=tiles,
+        router_cycles=float(sum(st.pooling * batch + st.empty_share * batch for st in stats)))
 
 
 def evaluate(inst: Instance, choice, mix):
@@ -204,7 +214,7 @@ def evaluate(inst: Instance, choice, mix):
         k1, k2 = tab.ks[a], tab.ks[b]
         if k1 > k2:
             return None
-        use["bram"] += k1 * tab.row_bytes
+        use["bram"] += k1 * tab.onchip_bytes
         use["dram"] += (k2 - k1) * tab.row_bytes
         use["ssd"] += (tab.rows - k2) * tab.row_bytes
         dram_t += (tab.lookups * (tab.cov[b] - tab.cov[a])
@@ -222,7 +232,7 @@ def evaluate(inst: Instance, choice, mix):
         ssd_t = max(ssd_t, inst.ssd_latency_cycles)
     parts = {"dram": dram_t, "ssd": ssd_t,
              "gather": max(gather_w / ng, gather_one) if ng else 0.0,
-             "tt": tt_t, "mlp": inst.mlp_cycles}
+             "tt": tt_t, "router": inst.router_cycles, "mlp": inst.mlp_cycles}
     return max(parts.values()) + EPS * (dram_t + ssd_t + ng + nt), parts, use
 
 
@@ -259,8 +269,9 @@ def greedy(inst: Instance):
     k1 = [0] * len(inst.tables)
     free = inst.capacity["bram"]
     for _, t, j, nbytes in segments:
-        if k1[t] == j - 1 and nbytes <= free:
-            k1[t], free = j, free - nbytes
+        onchip = nbytes // inst.tables[t].row_bytes * inst.tables[t].onchip_bytes
+        if k1[t] == j - 1 and onchip <= free:
+            k1[t], free = j, free - onchip
     k2 = list(k1)
     free = inst.capacity["dram"]
     for _, t, j, nbytes in segments:
@@ -302,7 +313,7 @@ class ShardPlan:
                 k1, k2 = tab.ks[a], tab.ks[b]
                 rec.update({
                     "placement": "dense", "k_bram": k1, "k_dram": k2 - k1,
-                    "bram_bytes": k1 * tab.row_bytes, "dram_bytes": (k2 - k1) * tab.row_bytes,
+                    "bram_bytes": k1 * tab.onchip_bytes, "dram_bytes": (k2 - k1) * tab.row_bytes,
                     "ssd_bytes": (tab.rows - k2) * tab.row_bytes,
                     "predicted": {"bram_lookups": tab.lookups * tab.cov[a],
                                   "dram_lookups": tab.lookups * (tab.cov[b] - tab.cov[a]),
@@ -347,7 +358,7 @@ def _model(inst: Instance, slack: bool = False):
             c1 = pulp.lpSum(tab.cov[a] * z1[a] for a in range(n))
             c2 = pulp.lpSum(tab.cov[b] * z2[b] for b in range(n))
             prob += k1 <= k2
-            use["bram"].append(tab.row_bytes * k1)
+            use["bram"].append(tab.onchip_bytes * k1)
             use["dram"].append(tab.row_bytes * (k2 - k1))
             use["ssd"].append(tab.row_bytes * (tab.rows * d - k2))
             dram_t.append(tab.lookups * inst.dram_bytes_per_access[tab.name]
@@ -375,6 +386,7 @@ def _model(inst: Instance, slack: bool = False):
     prob += pulp.lpSum(ssd_n) <= SSD_EPS + big_n * uses_ssd, "ssd_accessed"
     prob += T >= inst.ssd_latency_cycles * uses_ssd, "ssd_latency"
     prob += T >= inst.mlp_cycles, "mlp_time"
+    prob += T >= inst.router_cycles, "router_time"
     m = [prob.add_variable(f"mix_{ng}_{nt}", cat="Binary") for ng, nt in inst.mixes]
     prob += pulp.lpSum(m) == 1
     big_g = sum(tab.lookups * inst.gather_cycles_per_row[tab.name] for tab in inst.tables)

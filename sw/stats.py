@@ -35,6 +35,7 @@ class TableStats:
     batches: int
     ks: tuple[int, ...]
     coverage: tuple[float, ...]
+    empty_bags: int = 0
 
     @property
     def pooling(self) -> float:
@@ -44,9 +45,14 @@ class TableStats:
     def lookups_per_batch(self) -> float:
         return self.accesses / self.batches if self.batches else 0.0
 
+    @property
+    def empty_share(self) -> float:
+        return self.empty_bags / self.bags if self.bags else 0.0
+
     def to_dict(self) -> dict:
         return {"rows": self.rows, "accesses": self.accesses, "unique": self.unique,
                 "bags": self.bags, "batches": self.batches, "pooling": self.pooling,
+                "empty_bags": self.empty_bags,
                 "breakpoints": [[k, c] for k, c in zip(self.ks, self.coverage)]}
 
 
@@ -77,7 +83,7 @@ def _curve(counts: np.ndarray, rows: int, points: int):
 
 
 def table_stats(rows: int, index_chunks, bags: int, batches: int, points: int = 12,
-                name: str = "table") -> tuple[TableStats, np.ndarray]:
+                name: str = "table", empty_bags: int = 0) -> tuple[TableStats, np.ndarray]:
     """Statistics of one table from an iterable of index arrays; also returns the per-row
     access counts (int64) for the remapper."""
     counts = np.zeros(rows, dtype=np.int64)
@@ -89,7 +95,7 @@ def table_stats(rows: int, index_chunks, bags: int, batches: int, points: int = 
         counts += np.bincount(chunk, minlength=rows)
     ks, cov = _curve(counts, rows, points)
     stats = TableStats(rows, int(counts.sum()), int(np.count_nonzero(counts)), bags, batches,
-                       ks, cov)
+                       ks, cov, empty_bags)
     return stats, counts
 
 
@@ -121,8 +127,10 @@ def analyse_npz(path, model, points: int = 12):
                              or offsets[-1] > len(indices)):
             raise TraceError(f"{path}: offsets_{t} must start at 0, not decrease and stay "
                              f"<= {len(indices)}")
+        lengths = np.diff(offsets, append=len(indices))
         out.append(table_stats(table.rows, _chunks(indices), offsets.size, batches, points,
-                               f"{path}: table {t} ({table.name})"))
+                               f"{path}: table {t} ({table.name})",
+                               int(np.count_nonzero(lengths == 0))))
     return out
 
 
