@@ -103,10 +103,12 @@ def _progress_thread(path: Path, total: int, stop: threading.Event, stream=sys.s
 
 
 def run_device(setup, dense_q, bags, name="device", seed=1, waves=False, progress=False,
-               resp_bp_pct=0, mem_extra_delay=0, timeout_cycles=None) -> DeviceRun:
+               resp_bp_pct=0, mem_extra_delay=0, timeout_cycles=None, batch_patch=None,
+               boot=True) -> DeviceRun:
     """Boot the device from ``setup.image`` and run one batch (``dense_q``, ``bags`` with
     original indices). Returns the logits and status record read back from device memory, the
-    command responses and the counters."""
+    command responses and the counters. ``batch_patch(bytes, layout) -> bytes`` corrupts the
+    batch on purpose; ``boot=False`` runs without booting."""
     params, cfg = setup.params, setup.cfg
     comp = params.create()
     extra = device_sv(params, cfg.device, comp.wr_layout)
@@ -126,7 +128,8 @@ def run_device(setup, dense_q, bags, name="device", seed=1, waves=False, progres
     records = lookup_records(bags, setup.remap)
     layout = BatchLayout.for_device(params, dram_size + 4096, len(dense_q), len(records))
     batch_file = d / "batch.bin"
-    batch_file.write_bytes(batch_bytes(layout, dense_q, records))
+    blob = batch_bytes(layout, dense_q, records)
+    batch_file.write_bytes(batch_patch(blob, layout) if batch_patch else blob)
     dump_file = d / "dump.bin"
     dump_file.unlink(missing_ok=True)
     progress_file = d / "progress.json"
@@ -141,7 +144,7 @@ def run_device(setup, dense_q, bags, name="device", seed=1, waves=False, progres
           "run_timeout": timeout_cycles, "resp_bp_pct": resp_bp_pct,
           "extra_delay": mem_extra_delay, "progress_file": str(progress_file),
           "samples": layout.samples, "gather": len(params.gather), "tt": len(params.tt),
-          "ssd": bool(params.gather), "params_pickle": pickle.dumps(params).hex()}
+          "ssd": bool(params.gather), "do_boot": boot, "params_pickle": pickle.dumps(params).hex()}
     stop = threading.Event()
     thread = _progress_thread(progress_file, layout.samples, stop) if progress else None
     try:

@@ -82,14 +82,14 @@ def cpu_baselines(setup, dense, bags) -> dict:
     return out
 
 
-def simulate(cfg, batch: int = 256, seed: int = 7, waves: bool = False, bad=(),
+def simulate(cfg, batch: int = 256, seed: int = 7, waves: bool = False, bad=(), corners=True,
              progress: bool = True, baselines: bool = True, log=print, name="device",
              **run_kwargs) -> dict:
     """The whole flow; returns the report (``report["match"]`` says whether every logit
     equals the golden model's)."""
     t0 = time.perf_counter()
     setup = prepare_device(cfg, batch=batch, log=log)
-    dense, dense_q, bags = make_batch(setup, batch, seed, bad=bad)
+    dense, dense_q, bags = make_batch(setup, batch, seed, bad=bad, corners=corners)
     expected, exp_flags, exp_bad = DeviceModel(setup.params, setup.qmodel).run(dense_q, bags)
     t1 = time.perf_counter()
     p = setup.params

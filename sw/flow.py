@@ -93,9 +93,23 @@ def prepare_device(cfg, batch: int = 256, trace_batches: int = 8, time_limit: fl
     return DeviceSetup(cfg, plan, params, qmodel, fparams, image, remap, batch)
 
 
-def make_batch(setup: DeviceSetup, samples: int, seed: int, bad=()):
+def _set_first(bag, s: int, value: int):
+    from .golden import BagBatch
+
+    idx, off = bag.indices.copy(), bag.offsets.copy()
+    end = off[s + 1] if s + 1 < off.size else idx.size
+    if end > off[s]:
+        idx[off[s]] = value
+    else:
+        idx = np.insert(idx, off[s], value)
+        off[s + 1:] += 1
+    return BagBatch(idx, off)
+
+
+def make_batch(setup: DeviceSetup, samples: int, seed: int, bad=(), corners: bool = False):
     """An evaluation batch from the config's workload: ``(dense float, dense_q, bags)`` with
-    original indices; ``bad``: ``(table, sample)`` bags that get an index outside the table."""
+    original indices; ``bad``: ``(table, sample)`` bags that get an index outside the table;
+    ``corners``: sample 0 looks up row 0 and sample 1 row N-1 of every table."""
     from .model import generate_batch
     from .numerics import quantize
     from .stats import synthetic_traces
@@ -105,16 +119,11 @@ def make_batch(setup: DeviceSetup, samples: int, seed: int, bad=()):
     from .golden import BagBatch
 
     bags = [BagBatch(tr[f"indices_{t}"], tr[f"offsets_{t}"]) for t in range(len(model.tables))]
+    if corners:
+        for t, table in enumerate(model.tables):
+            bags[t] = _set_first(_set_first(bags[t], 0, 0), 1, table.rows - 1)
     for t, s in bad:
-        idx, off = bags[t].indices.copy(), bags[t].offsets
-        end = off[s + 1] if s + 1 < off.size else idx.size
-        if end > off[s]:
-            idx[off[s]] = model.tables[t].rows + 7
-        else:
-            idx = np.insert(idx, off[s], model.tables[t].rows + 7)
-            off = off.copy()
-            off[s + 1:] += 1
-        bags[t] = BagBatch(idx, off)
+        bags[t] = _set_first(bags[t], s, model.tables[t].rows + 7)
     dense = generate_batch(model, samples, seed).dense
     dense_q = quantize(dense, setup.qmodel.dense_frac, setup.cfg.numerics.act_bits)
     return dense, dense_q, bags

@@ -1,0 +1,161 @@
+"""The whole device under Verilator against the golden model: the demo config, a second config
+with a different core mix under random memory delays and back-pressure, bad input (indices
+outside a table, bags longer than allowed, malformed batches, RUN before BOOT)."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from screc.hw.device import DeviceParams
+from screc.sim.device_runs import run_device
+from screc.sw.bits import unpack_fields
+from screc.sw.config import load_config
+from screc.sw.device import (
+    BOOT_END,
+    BOOT_HEADER_FIELDS,
+    BOOT_TT,
+    FLAGS,
+    LOOKUP_BYTES,
+    STATUS_MAGIC,
+    DeviceModel,
+    flag_names,
+)
+from screc.sw.flow import make_batch, predict_batch, prepare_device
+from screc.sw.golden import BagBatch
+from screc.sw.image import read_image
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+
+@pytest.fixture(scope="module")
+def demo():
+    return prepare_device(load_config(CONFIGS / "demo.toml"), log=lambda *a: None)
+
+
+@pytest.fixture(scope="module")
+def mixed():
+    return prepare_device(load_config(CONFIGS / "mixed.toml"), log=lambda *a: None)
+
+
+def _expect(setup, dense_q, bags):
+    return DeviceModel(setup.params, setup.qmodel).run(dense_q, bags)
+
+
+def test_demo_batch_is_bit_exact_and_the_planner_within_ten_percent(demo):
+    _, dense_q, bags = make_batch(demo, 256, seed=11, corners=True)
+    expected, flags, bad = _expect(demo, dense_q, bags)
+    run = run_device(demo, dense_q, bags)
+    assert run.resp["boot"]["flags"] == 0 and run.resp["run"]["flags"] == 0
+    assert run.status["magic"] == STATUS_MAGIC and run.status["samples"] == 256
+    assert run.status["tiles"] == 16 and run.status["bad_bags"] == bad == 0
+    mismatch = np.flatnonzero(run.logits != expected)
+    assert mismatch.size == 0, f"samples {mismatch[:10]} differ from the golden model"
+    cycles = run.resp["run"]["cycles"]
+    predicted = predict_batch(demo, bags)["cycles"]
+    assert abs(predicted - cycles) / cycles < 0.10, (predicted, cycles)
+    tt = run.report["counters"]["tt0"]
+    assert tt["lookups"] == sum(b.indices.size for b, r in zip(bags, demo.params.routes)
+                                if r.kind == "tt")
+
+
+def test_second_core_mix_under_random_memory_delay_and_backpressure(demo, mixed):
+    p = mixed.params
+    assert len(p.gather) >= 2 and len(p.tt) == 2
+    assert (len(p.gather), len(p.tt)) != (len(demo.params.gather), len(demo.params.tt))
+    _, dense_q, bags = make_batch(mixed, 40, seed=3, corners=True)
+    expected, _, _ = _expect(mixed, dense_q, bags)
+    run = run_device(mixed, dense_q, bags, name="device_mixed", resp_bp_pct=50,
+                     mem_extra_delay=60, seed=5)
+    assert run.resp["run"]["flags"] == 0
+    assert run.status["samples"] == 40 and run.status["tiles"] == 3
+    np.testing.assert_array_equal(run.logits, expected)
+    rows = [run.report["counters"][f"gather{c}"] for c in range(len(p.gather))]
+    assert all(r["dram_requests"] + r["bram_requests"] > 0 for r in rows)
+
+
+def test_bad_bags_are_flagged_zeroed_and_leave_the_other_samples_exact(mixed):
+    routes = mixed.params.routes
+    dense_t = next(t for t, r in enumerate(routes) if r.kind == "dense")
+    tt_t = next(t for t, r in enumerate(routes) if r.kind == "tt")
+    _, dense_q, clean = make_batch(mixed, 32, seed=4)
+    _, _, bags = make_batch(mixed, 32, seed=4, bad=[(dense_t, 5), (tt_t, 9)])
+    long_t = max(range(len(routes)), key=lambda t: routes[t].max_bag if routes[t].kind ==
+                 "dense" else -1)
+    idx, off = bags[long_t].indices, bags[long_t].offsets
+    too_long = np.zeros(routes[long_t].max_bag + 1, dtype=np.int64)
+    end = off[12 + 1]
+    bags[long_t] = BagBatch(np.concatenate([idx[:off[12]], too_long, idx[end:]]),
+                            np.concatenate([off[:13], off[13:] - (end - off[12])
+                                            + too_long.size]))
+    expected, flags, bad = _expect(mixed, dense_q, bags)
+    assert bad == 3 and flags == (1 << FLAGS["bad_index"]) | (1 << FLAGS["bag_too_long"])
+    run = run_device(mixed, dense_q, bags, name="device_mixed")
+    assert flag_names(run.resp["run"]["flags"]) == ["bad_index", "bag_too_long"]
+    assert run.status["flags"] == flags and run.status["bad_bags"] == 3
+    np.testing.assert_array_equal(run.logits, expected)
+    clean_logits, _, _ = _expect(mixed, dense_q, clean)
+    others = np.setdiff1d(np.arange(32), [5, 9, 12])
+    np.testing.assert_array_equal(run.logits[others], clean_logits[others])
+
+
+def test_malformed_batch_stops_the_run_with_a_flag_not_a_hang(mixed):
+    _, dense_q, bags = make_batch(mixed, 20, seed=6)
+
+    def wrong_table(blob, layout):
+        blob = bytearray(blob)
+        at = layout.lookup_addr - layout.base + 3 * LOOKUP_BYTES + 4
+        blob[at] ^= 1
+        return bytes(blob)
+
+    run = run_device(mixed, dense_q, bags, name="device_mixed", batch_patch=wrong_table,
+                     timeout_cycles=20_000)
+    assert flag_names(run.resp["run"]["flags"]) == ["batch_format"]
+    assert run.resp["run"]["cycles"] < 2_000
+
+
+def test_bad_batch_magic_and_run_before_boot_are_refused(mixed):
+    _, dense_q, bags = make_batch(mixed, 16, seed=6)
+
+    def bad_magic(blob, layout):
+        return b"XXXX" + blob[4:]
+
+    run = run_device(mixed, dense_q, bags, name="device_mixed", batch_patch=bad_magic,
+                     timeout_cycles=20_000)
+    assert flag_names(run.resp["run"]["flags"]) == ["batch_format"]
+    run = run_device(mixed, dense_q, bags, name="device_mixed", boot=False,
+                     timeout_cycles=20_000)
+    assert flag_names(run.resp["run"]["flags"]) == ["not_booted"]
+
+
+def test_boot_stream_holds_every_core_load_and_ends_with_end(demo):
+    img = read_image(demo.image)
+    raw = bytes(img.regions["dram"][img.boot_addr:img.boot_addr + img.boot_bytes])
+    pb = demo.params.port_bytes
+    beats = [int.from_bytes(raw[i:i + pb], "little") for i in range(0, len(raw), pb)]
+    items = dict(demo.params.boot_items())
+    names = {1: "desc", 2: "bram", 3: "tt", 4: "mlp"}
+    i, seen = 0, []
+    while True:
+        h = unpack_fields(BOOT_HEADER_FIELDS, beats[i])
+        i += 1
+        if h["target"] == BOOT_END:
+            break
+        seen.append((h["target"], h["sub"], h["count"]))
+        bits = items[names[h["target"]] + ("" if h["target"] == 1 else str(h["sub"]))]
+        i += -(-h["count"] // (pb * 8 // bits))
+    assert i == len(beats)
+    assert seen[0] == (1, 0, len(demo.params.routes))
+    tt = [c for t, _, c in seen if t == BOOT_TT]
+    table = demo.qmodel.tables[[r.kind for r in demo.params.routes].index("tt")]
+    assert tt == [sum(c.size for c in table.tt.cores) + 2]
+    assert [s for t, s, _ in seen if t == 4] == [0, 1, 2]
+
+
+def test_device_params_refuse_a_route_to_a_missing_core(demo):
+    from dataclasses import replace
+
+    routes = list(demo.params.routes)
+    routes[0] = replace(routes[0], kind="dense", core=7)
+    with pytest.raises(ValueError, match="dense core 7 does not exist"):
+        DeviceParams(**{**demo.params.__dict__, "routes": tuple(routes)})
