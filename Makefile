@@ -7,7 +7,7 @@ STAMP := $(VENV)/.screc-installed
 CONFIG ?= configs/demo.toml
 export PATH := $(VENV)/bin:$(PATH)
 
-.PHONY: all venv check-host test demo verilog sim plan synth bench clean distclean
+.PHONY: all venv check-host test demo verilog sim plan synth bench bench-deps clean distclean
 
 all: test
 
@@ -51,8 +51,18 @@ synth: $(SYNTH_STAMP)
 plan: $(STAMP)
 	$(VENV)/bin/screc plan $(CONFIG) -o build/plan/plan.json --image build/plan/image.bin
 
+# The whole device under Verilator on a batch of 256 queries, compared logit by logit with the
+# golden model; report and plot in build/report/. WAVES=1 writes an FST.
 sim: $(STAMP)
-	$(VENV)/bin/screc sim $(CONFIG)
+	$(VENV)/bin/screc sim $(CONFIG) $(if $(WAVES),--waves)
+
+# Optional: PyTorch (CPU build) for the CPU baseline of `make sim` and bench_e2e.py.
+BENCH_STAMP := $(VENV)/.screc-bench-installed
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu \
+		--extra-index-url https://pypi.org/simple
+	@touch $@
+bench-deps: $(BENCH_STAMP)
 
 bench: $(STAMP)
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
