@@ -29,8 +29,10 @@ $(STAMP): pyproject.toml | check-host
 test: $(STAMP)
 	$(PY) -m pytest
 
+# The main job: the golden model's report, then the planned device simulated on 256 queries.
 demo: $(STAMP)
 	$(VENV)/bin/screc demo $(CONFIG)
+	$(VENV)/bin/screc sim $(CONFIG)
 
 verilog: $(STAMP)
 	$(VENV)/bin/screc verilog $(CONFIG) -o build/verilog

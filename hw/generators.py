@@ -36,5 +36,15 @@ def generators_for(cfg) -> dict:
         ],
         "gather": [("gather", lambda: GatherParams.for_config(cfg).create())],
         "mlp": [("mlp", lambda: MLPParams.for_config(cfg).create())],
-        "device_top": [],
+        "device_top": [("device", lambda: _planned_device(cfg).create())],
     }
+
+
+def _planned_device(cfg):
+    """The device the planner chooses for the config's own synthetic workload."""
+    from screc.sw.flow import plan_config
+
+    from .device import DeviceParams
+
+    plan, _ = plan_config(cfg, log=lambda *a: None)
+    return DeviceParams.for_plan(cfg, plan)

@@ -306,8 +306,6 @@ def _read_table(sec: _Section, numerics: NumericsConfig) -> TableConfig:
     options = sec.ints("tt_rank_options", default=(), lo=1, hi=1024, min_len=0, max_len=8)
     placement = sec.str("placement", default="auto", choices=("auto", "tt", "dense"))
     sec.done()
-    if placement == "tt" and not r:
-        raise sec.error("placement", placement, "needs a TT shape (tt_ranks)")
     if options and not r:
         raise sec.error("tt_rank_options", list(options), "needs a TT shape (tt_ranks)")
     tt = None
@@ -328,6 +326,8 @@ def _read_table(sec: _Section, numerics: NumericsConfig) -> TableConfig:
             )
         if tt.dim != dim:
             raise sec.error("tt_q_shapes", list(q), f"product {tt.dim} must equal dim ({dim})")
+    if placement == "tt" and tt is None:
+        raise sec.error("placement", placement, "needs a TT shape (tt_ranks)")
     return TableConfig(name, rows, dim, pooling, max_pooling, tt, options, placement)
 
 

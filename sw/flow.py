@@ -30,6 +30,22 @@ class DeviceSetup:
     batch_size: int
 
 
+def plan_config(cfg, batch: int = 256, trace_batches: int = 8, time_limit: float = 60.0,
+                log=print):
+    """``(plan dict, [(TableStats, counts)])`` of ``cfg`` from a synthetic trace of its
+    workload."""
+    from .planner import build_instance, solve
+    from .stats import analyse_npz, synthetic_traces
+
+    log(f"[plan] {len(cfg.model.tables)} tables: statistics from a synthetic trace "
+        f"({trace_batches} batches of {batch})")
+    traces = synthetic_traces(cfg.model, trace_batches, batch, seed=cfg.model.seed,
+                              alphas=table_alphas(cfg.model))
+    analysed = analyse_npz(traces, cfg.model)
+    inst = build_instance(cfg, [s for s, _ in analysed], batch)
+    return solve(inst, time_limit=time_limit).to_dict(), analysed
+
+
 def prepare_device(cfg, batch: int = 256, trace_batches: int = 8, time_limit: float = 60.0,
                    log=print) -> DeviceSetup:
     """Plan ``cfg`` from a synthetic trace and build the device and its memory image."""
@@ -39,16 +55,9 @@ def prepare_device(cfg, batch: int = 256, trace_batches: int = 8, time_limit: fl
     from .device import boot_stream
     from .image import build_image
     from .model import generate_batch, init_params, quantize_dlrm
-    from .planner import build_instance, solve
-    from .stats import analyse_npz, remap_permutation, synthetic_traces
+    from .stats import remap_permutation
 
-    log(f"[plan] {len(cfg.model.tables)} tables: statistics from a synthetic trace "
-        f"({trace_batches} batches of {batch})")
-    traces = synthetic_traces(cfg.model, trace_batches, batch, seed=cfg.model.seed,
-                              alphas=table_alphas(cfg.model))
-    analysed = analyse_npz(traces, cfg.model)
-    inst = build_instance(cfg, [s for s, _ in analysed], batch)
-    plan = solve(inst, time_limit=time_limit).to_dict()
+    plan, analysed = plan_config(cfg, batch, trace_batches, time_limit, log)
     mix = plan["core_mix"]
     log(f"[plan] {mix['gather_cores']} gather cores, {mix['tt_arrays']} TT arrays; predicted "
         f"{plan['predicted']['cycles_per_batch']:,.0f} cycles per batch, bottleneck "

@@ -24,15 +24,14 @@ import pulp
 from .config import TTConfig
 
 __all__ = ["CoreCosts", "load_core_costs", "resource_generator_hash", "TableInput", "PlanError",
-           "Instance",
-           "build_instance", "instance_for", "plan_image", "evaluate", "solve", "greedy",
-           "brute_force", "ShardPlan"]
+           "Instance", "build_instance", "instance_for", "plan_image", "evaluate", "solve",
+           "greedy", "brute_force", "ShardPlan", "pipeline_cycles"]
 
 EPS = 1e-3
-SSD_EPS = 1e-6
-"""Expected SSD reads per batch below which a plan is taken not to touch the SSD (no latency)."""
 """Weight of the secondary objective (memory-traffic cycles, plus one per core) that breaks
 ties between plans with the same bottleneck time: small enough never to trade it away."""
+SSD_EPS = 1e-6
+"""Expected SSD reads per batch below which a plan is taken not to touch the SSD (no latency)."""
 DEFAULT_COSTS = Path(__file__).resolve().parent.parent / "configs" / "core_resources.toml"
 
 

@@ -19,9 +19,15 @@ def test_verilog_writes_existing_cores_and_names_missing_ones(tmp_path, capsys):
     assert "device_top: not built yet" in capsys.readouterr().out
 
 
-def test_sim_says_plainly_that_the_device_is_not_built(capsys):
-    assert main(["sim"]) == 2
-    assert "not built yet" in capsys.readouterr().err
+def test_sim_runs_the_demo_device_and_writes_report_and_plot(tmp_path, capsys):
+    import json
+
+    out = tmp_path / "sim.json"
+    assert main(["sim", "--batch", "24", "--no-baselines", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["match"] and report["queries"] == 24 and report["logits_checked"] == 24
+    assert report["cycles"] > 0 and out.with_suffix(".png").stat().st_size > 1000
+    assert "matches the golden model bit for bit" in capsys.readouterr().out
 
 
 def test_bad_config_is_reported_not_raised(tmp_path, capsys):
