@@ -1,5 +1,5 @@
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, fifo, memory, stream, wiring
@@ -23,7 +23,7 @@ from screc.sw.device import (
 from screc.sw.image import DESCRIPTOR_BYTES, DESCRIPTOR_FIELDS, DESCRIPTOR_MAGIC, KIND_TT
 from screc.sw.numerics import Requant
 
-from .gather import GatherParams, GatherUnit
+from .gather import GatherParams
 from .mlp import MLPParams
 from .requant import requant_value
 from .tt_core import TTCoreParams
@@ -56,7 +56,7 @@ def _round_robin(m: Module, requests, last, name: str):
     for i in reversed(range(n)):
         with m.If(requests[i]):
             m.d.comb += pick.eq(i)
-    for i in reversed(range(n)):
+    for i in reversed(range(1, n)):
         with m.If(requests[i] & (i > last)):
             m.d.comb += after.eq(i)
         found = found | (requests[i] & (i > last))
@@ -388,7 +388,6 @@ class Device(wiring.Component):
         p = self._p
         W, L, T, pb = p.port_bits, p.lanes, p.tables, p.port_bytes
         ng, nt = len(p.gather), len(p.tt)
-        A = p.mlp.act_bits
         cnt = self.counters
         flags = Signal(32)
         for c, core in enumerate(self.gather_cores):
@@ -643,7 +642,7 @@ class Device(wiring.Component):
     def _batch(self, m, p, seq, dense_rd, mlp, routes, bh, tiles, run_done, dead, flags,
                protocol, in_run):
         W, L, T, pb = p.port_bits, p.lanes, p.tables, p.port_bytes
-        ng, nt = len(p.gather), len(p.tt)
+        ng = len(p.gather)
         cores = [*self.gather_cores, *self.tt_arrays]
         nc = len(cores)
         A = p.mlp.act_bits

@@ -13,7 +13,6 @@ import os
 from collections import deque
 
 import cocotb
-import numpy as np
 from amaranth.hdl import Shape
 from amaranth.lib import data
 

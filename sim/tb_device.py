@@ -46,7 +46,8 @@ def _counters(dut, comp, tb) -> dict:
     out = {"device": unpack(comp.counter_layout, int(dut.counters.value)),
            "mlp": unpack(comp.mlp_core.counter_layout, int(dut.mlp_counters.value))}
     for c, core in enumerate(comp.gather_cores):
-        out[f"gather{c}"] = unpack(core.counter_layout, int(getattr(dut, f"gather{c}_counters").value))
+        port = getattr(dut, f"gather{c}_counters")
+        out[f"gather{c}"] = unpack(core.counter_layout, int(port.value))
     for a, core in enumerate(comp.tt_arrays):
         out[f"tt{a}"] = unpack(core.counter_layout, int(getattr(dut, f"tt{a}_counters").value))
     tiers = {}

@@ -49,13 +49,7 @@ def plan_config(cfg, batch: int = 256, trace_batches: int = 8, time_limit: float
 def prepare_device(cfg, batch: int = 256, trace_batches: int = 8, time_limit: float = 60.0,
                    log=print) -> DeviceSetup:
     """Plan ``cfg`` from a synthetic trace and build the device and its memory image."""
-    from screc.hw.device import DeviceParams
-    from screc.hw.mlp import MLPParams
-
-    from .device import boot_stream
-    from .image import build_image
     from .model import generate_batch, init_params, quantize_dlrm
-    from .stats import remap_permutation
 
     plan, analysed = plan_config(cfg, batch, trace_batches, time_limit, log)
     mix = plan["core_mix"]
@@ -64,14 +58,41 @@ def prepare_device(cfg, batch: int = 256, trace_batches: int = 8, time_limit: fl
         f"{plan['predicted']['bottleneck']}")
     fparams = init_params(cfg.model)
     qmodel = quantize_dlrm(fparams, cfg.numerics, generate_batch(cfg.model, 512, 1))
+    image, params, remap = device_image(cfg, plan, [c for _, c in analysed], qmodel)
+    return DeviceSetup(cfg, plan, params, qmodel, fparams, image, remap, batch)
+
+
+def _set_first(bag, s: int, value: int):
+    from .golden import BagBatch
+
+    idx, off = bag.indices.copy(), bag.offsets.copy()
+    end = off[s + 1] if s + 1 < off.size else idx.size
+    if end > off[s]:
+        idx[off[s]] = value
+    else:
+        idx = np.insert(idx, off[s], value)
+        off[s + 1:] += 1
+    return BagBatch(idx, off)
+
+
+def device_image(cfg, plan: dict, counts, qmodel):
+    """``(image bytes, DeviceParams, remap)`` of a plan: the device it asks for, dense tables
+    renumbered hottest-first by the address remapper (``counts``: per-row access counts per
+    table) and laid out by the plan's thresholds in their gather core's on-chip partition, TT
+    tables as cores, the MLP program, and the boot stream that loads it all."""
+    from screc.hw.device import DeviceParams
+    from screc.hw.mlp import MLPParams
+
+    from .device import boot_stream
+    from .golden import QuantTable, tt_rows_int
+    from .image import TablePlacement, build_image
+    from .stats import remap_permutation
+
     params = DeviceParams.for_plan(cfg, plan)
     program = MLPParams.compile(params.mlp, qmodel, cfg.model.emb_dim)
     if (program.dense_base, program.emb_base, program.emb_stride) != (
             params.dense_base, params.emb_base, params.emb_stride):
         raise ValueError("the compiled MLP program's feature map differs from the device's")
-    from .golden import QuantTable, tt_rows_int
-    from .image import TablePlacement
-
     tables, places, fields, bram_core, remap = [], [], [], [], []
     shifts = qmodel.emb_shifts
     for t, (rec, table, route) in enumerate(zip(plan["tables"], qmodel.tables, params.routes)):
@@ -79,9 +100,10 @@ def prepare_device(cfg, batch: int = 256, trace_batches: int = 8, time_limit: fl
             raise ValueError(f"table {table.name}: emb_shift {shifts[t]} < 0 (left shift)")
         fields.append({"core": route.core, "emb_shift": shifts[t], "max_bag": route.max_bag})
         if route.kind == "dense":
+            # a TT table stored dense holds its reconstructed rows: bit-identical to the TT path
             src = table.rows if table.rows is not None else tt_rows_int(
                 table.tt, np.arange(table.num_rows))
-            perm = remap_permutation(analysed[t][1])
+            perm = remap_permutation(counts[t])
             rows = src.copy()
             rows[perm] = src
             tables.append(QuantTable(table.name, table.num_rows, table.dim, table.frac,
@@ -99,20 +121,7 @@ def prepare_device(cfg, batch: int = 256, trace_batches: int = 8, time_limit: fl
         tables, places, cfg.numerics.emb_bits, params.port_bytes, cfg.device, mlp=program,
         fields=fields, bram_core=bram_core,
         boot=lambda desc, regions: boot_stream(params, desc, regions, qmodel, program))
-    return DeviceSetup(cfg, plan, params, qmodel, fparams, image, remap, batch)
-
-
-def _set_first(bag, s: int, value: int):
-    from .golden import BagBatch
-
-    idx, off = bag.indices.copy(), bag.offsets.copy()
-    end = off[s + 1] if s + 1 < off.size else idx.size
-    if end > off[s]:
-        idx[off[s]] = value
-    else:
-        idx = np.insert(idx, off[s], value)
-        off[s + 1:] += 1
-    return BagBatch(idx, off)
+    return image, params, remap
 
 
 def make_batch(setup: DeviceSetup, samples: int, seed: int, bad=(), corners: bool = False):

@@ -18,7 +18,6 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pulp
 
 from .config import TTConfig
@@ -472,34 +471,8 @@ def solve(inst: Instance, time_limit: float = 60.0, gap: float = 0.005, msg=Fals
 
 
 
-def plan_image(cfg, plan: ShardPlan, qmodel, counts, port_bytes: int | None = None) -> bytes:
-    """The device memory image of a plan: dense tables renumbered hottest-first by the address
-    remapper (``counts``: per-row access counts per table) and laid out by the plan's
-    thresholds; TT tables get a TT descriptor; the MLP program in the ``mlp`` region."""
-    from screc.hw.mlp import MLPParams
-    from screc.sw.golden import QuantTable
-    from screc.sw.image import TablePlacement, build_image
-    from screc.sw.stats import remap_permutation
+def plan_image(cfg, plan: ShardPlan, qmodel, counts) -> bytes:
+    """The device memory image of a plan (:func:`screc.sw.flow.device_image`)."""
+    from .flow import device_image
 
-    tables, places = [], []
-    for tab, table, c, cnt in zip(plan.instance.tables, qmodel.tables, plan.choice, counts):
-        if c[0] == "dense":
-            from screc.sw.golden import tt_rows_int
-
-            # a TT table stored dense holds its reconstructed rows: bit-identical to the TT path
-            src = table.rows if table.rows is not None else tt_rows_int(
-                table.tt, np.arange(table.num_rows))
-            perm = remap_permutation(cnt)
-            rows = src.copy()
-            rows[perm] = src
-            tables.append(QuantTable(table.name, table.num_rows, table.dim, table.frac,
-                                     rows=rows))
-            k1, k2 = tab.ks[c[1]], tab.ks[c[2]]
-            places.append(TablePlacement(k1, k2 - k1))
-        else:
-            tables.append(QuantTable(table.name, table.num_rows, table.dim, table.frac,
-                                     tt=table.tt))
-            places.append(TablePlacement(0, 0))
-    program = MLPParams.for_config(cfg).compile(qmodel, cfg.model.emb_dim)
-    return build_image(tables, places, cfg.numerics.emb_bits,
-                       port_bytes or cfg.device.gather_port_bytes, cfg.device, mlp=program)
+    return device_image(cfg, plan.to_dict(), counts, qmodel)[0]

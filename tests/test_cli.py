@@ -13,10 +13,12 @@ def test_demo_writes_a_report_with_compression_and_error(tmp_path, capsys):
     assert "quantisation error vs FP32" in capsys.readouterr().out
 
 
-def test_verilog_writes_existing_cores_and_names_missing_ones(tmp_path, capsys):
+def test_verilog_writes_every_core_and_the_planned_device(tmp_path, capsys):
     assert main(["verilog", "-o", str(tmp_path)]) == 0
     assert "module requant" in (tmp_path / "requant.v").read_text()
-    assert "device_top: not built yet" in capsys.readouterr().out
+    device = (tmp_path / "device_top.v").read_text()
+    assert "module device(" in device and "module \\device.tt0" in device
+    assert "not built yet" not in capsys.readouterr().out
 
 
 def test_sim_runs_the_demo_device_and_writes_report_and_plot(tmp_path, capsys):

@@ -49,7 +49,8 @@ def test_analyser_reads_npz_in_chunks_and_checks_it(tmp_path, demo_config, monke
         assert st.bags == 600 and st.batches == 2
         assert list(st.coverage) == sorted(st.coverage) and st.coverage[-1] == pytest.approx(1)
     hot = out[0][0]
-    assert hot.coverage[hot.ks.index(next(k for k in hot.ks if k >= 100))] > 0.2  # the short trace is discounted by its unseen mass
+    # Good-Turing gives the short trace's unseen rows a share, so the hot rows cover less.
+    assert hot.coverage[hot.ks.index(next(k for k in hot.ks if k >= 100))] > 0.2
 
     bad = dict(traces)
     bad["indices_2"] = bad["indices_2"].copy()
