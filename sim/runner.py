@@ -44,9 +44,11 @@ class _Verilator(Verilator):
     (``public.vlt``) instead of ``--public-flat-rw`` on the whole design: several times faster
     on the larger cores."""
 
+    public_vlt = PUBLIC_VLT
+
     def _build_command(self):
         cmds = super()._build_command()
-        cmds[0] = [a for a in cmds[0] if a != "--public-flat-rw"] + [str(PUBLIC_VLT)]
+        cmds[0] = [a for a in cmds[0] if a != "--public-flat-rw"] + [str(self.public_vlt)]
         return cmds
 
 
@@ -88,6 +90,8 @@ def run(prepared: Prepared, test_module: str, params: dict, testcase=None, seed:
     report_file = build_dir / "report.json"
     report_file.unlink(missing_ok=True)
     runner = _Verilator()
+    if (build_dir / "public.vlt").exists():
+        runner.public_vlt = build_dir / "public.vlt"
     t0 = time.perf_counter()
     hdl = [str(s) for s in prepared.sources if s.suffix != ".cpp"]
     cpp = [str(s) for s in prepared.sources if s.suffix == ".cpp"]
