@@ -75,6 +75,7 @@ class DeviceRun:
     layout: BatchLayout
     build_s: float
     run_s: float
+    build_dir: Path
 
 
 def _progress_thread(path: Path, total: int, stop: threading.Event, stream=sys.stderr):
@@ -161,7 +162,7 @@ def run_device(setup, dense_q, bags, name="device", seed=1, waves=False, progres
     logits, status = read_results(layout, memory)
     rep = result.report
     return DeviceRun(logits, status, rep.get("resp", {}), rep, layout, result.build_s,
-                     result.run_s)
+                     result.run_s, d)
 
 
 def elapsed(fn, *args, repeat: int = 3, **kwargs):

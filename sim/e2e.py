@@ -87,6 +87,9 @@ def simulate(cfg, batch: int = 256, seed: int = 7, waves: bool = False, bad=(), 
              **run_kwargs) -> dict:
     """The whole flow; returns the report (``report["match"]`` says whether every logit
     equals the golden model's)."""
+    if waves:
+        _check_fst_headers()
+        name = f"{name}_waves"
     t0 = time.perf_counter()
     setup = prepare_device(cfg, batch=batch, log=log)
     dense, dense_q, bags = make_batch(setup, batch, seed, bad=bad, corners=corners)
@@ -100,6 +103,8 @@ def simulate(cfg, batch: int = 256, seed: int = 7, waves: bool = False, bad=(), 
                      progress=progress, **run_kwargs)
     mismatches = np.flatnonzero(run.logits != expected)
     report = _report(setup, run, expected, exp_flags, exp_bad, mismatches, t1 - t0)
+    if waves:
+        report["waves"] = str(run.build_dir / "dump.fst")
     batch_pred = predict_batch(setup, bags)
     report["planner"].update({
         "predicted_for_batch": batch_pred["cycles"], "stages_for_batch": batch_pred["stages"],
@@ -111,6 +116,16 @@ def simulate(cfg, batch: int = 256, seed: int = 7, waves: bool = False, bad=(), 
         report["cpu_best"] = {"name": best_name, "qps": best["qps"]}
         report["speedup"] = report["projected_qps"] / best["qps"]
     return report
+
+
+def _check_fst_headers():
+    import subprocess
+
+    probe = subprocess.run(["c++", "-E", "-x", "c++", "-"], input="#include <lz4.h>\n",
+                           capture_output=True, text=True)
+    if probe.returncode != 0:
+        raise ValueError("--waves writes FST, which needs the lz4 headers: install them "
+                         "(Debian: apt-get install liblz4-dev) or run without --waves")
 
 
 def _report(setup, run, expected, exp_flags, exp_bad, mismatches, prep_s) -> dict:

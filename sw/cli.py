@@ -348,7 +348,8 @@ def cmd_sim(args) -> int:
     if "speedup" in report:
         print(f"  speedup vs the faster CPU baseline ({report['cpu_best']['name']}): "
               f"{report['speedup']:.1f}x")
-    print(f"  report: {out}, plot: {png}")
+    print(f"  report: {out}, plot: {png}" + (f", waves: {report['waves']}"
+                                              if "waves" in report else ""))
     if not report["match"]:
         print(f"screc sim: {report['mismatch_count']} of {report['queries']} logits differ from "
               f"the golden model (first samples {report['mismatches']})", file=sys.stderr)
