@@ -208,7 +208,7 @@ class DeviceParams:
                                  f"{r.core} does not exist")
         if self.mlp.lanes * 8 > self.port_bytes * 8:
             raise ValueError(f"DeviceParams: MLP lanes {self.mlp.lanes} exceed a port beat")
-        for name, bits in self.boot_items():
+        for name, _, _, bits in self.boot_items():
             if bits > self.port_bits:
                 raise ValueError(f"DeviceParams: boot items for {name} ({bits} bits) exceed "
                                  f"the port ({self.port_bits} bits); use wider ports")
@@ -233,14 +233,6 @@ class DeviceParams:
     def logit_bytes(self) -> int:
         return 4 if self.mlp.acc_bits <= 32 else 8
 
-    @property
-    def act_bytes(self) -> int:
-        return 1
-
-    @property
-    def max_shift(self) -> int:
-        return max(c.out_bits for c in (*self.gather, *self.tt))
-
     def tt_load_layout(self, a: int) -> data.StructLayout:
         return _quiet(self.tt[a].create()).load_layout
 
@@ -248,24 +240,13 @@ class DeviceParams:
         return data.Layout.cast(_quiet(self.mlp.create()).load_layout)["data"].shape.width
 
     def boot_items(self):
-        """``(name, item bits)`` of every boot target variant, in variant order."""
-        items = [("desc", DESCRIPTOR_BYTES * 8)]
-        items += [(f"bram{c}", self.port_bits) for c in range(len(self.gather))]
-        items += [(f"tt{a}", self.tt_load_layout(a).size) for a in range(len(self.tt))]
-        items += [(f"mlp{k}", self.mlp_load_data_bits()) for k in range(3)]
+        """``(name, target, sub, item bits)`` of every boot target variant, in variant order."""
+        items = [("desc", BOOT_DESC, 0, DESCRIPTOR_BYTES * 8)]
+        items += [(f"bram{c}", BOOT_BRAM, c, self.port_bits) for c in range(len(self.gather))]
+        items += [(f"tt{a}", BOOT_TT, a, self.tt_load_layout(a).size)
+                  for a in range(len(self.tt))]
+        items += [(f"mlp{k}", BOOT_MLP, k, self.mlp_load_data_bits()) for k in range(3)]
         return items
-
-    def boot_variant(self, target: int, sub: int) -> int:
-        ng, nt = len(self.gather), len(self.tt)
-        if target == BOOT_DESC and sub == 0:
-            return 0
-        if target == BOOT_BRAM and sub < ng:
-            return 1 + sub
-        if target == BOOT_TT and sub < nt:
-            return 1 + ng + sub
-        if target == BOOT_MLP and sub < 3:
-            return 1 + ng + nt + sub
-        raise ValueError(f"no boot target {target} sub {sub}")
 
     @property
     def tile_load_cycles(self) -> int:
@@ -449,7 +430,7 @@ class Device(wiring.Component):
         items = p.boot_items()
         variant = Signal(range(len(items)))
         item_k = Signal(32)
-        item_j = Signal(range(max(2, max(W // b for _, b in items))))
+        item_j = Signal(range(max(2, max(W // b for *_, b in items))))
         item_count = Signal(32)
         item_addr = Signal(32)
         boot_beats_left = Signal(32)
@@ -457,7 +438,7 @@ class Device(wiring.Component):
         hdr = hdr_layout(beat_in[:hdr_layout.size])
         per_beat = Signal.like(item_j)
         with m.Switch(variant):
-            for v, (_, bits) in enumerate(items):
+            for v, (*_, bits) in enumerate(items):
                 with m.Case(v):
                     m.d.comb += per_beat.eq(W // bits - 1)
         item_fire = Signal()
@@ -509,8 +490,7 @@ class Device(wiring.Component):
                                  item_count.eq(hdr.count), item_addr.eq(hdr.addr),
                                  item_k.eq(0), item_j.eq(0)]
                     known = Signal()
-                    for v, (name, _) in enumerate(items):
-                        target, sub = self._boot_code(name)
+                    for v, (_, target, sub, _) in enumerate(items):
                         with m.If((hdr.target == target) & (hdr.sub == sub)):
                             m.d.comb += known.eq(1)
                             m.d.sync += variant.eq(v)
@@ -587,11 +567,11 @@ class Device(wiring.Component):
                     m.next = "IDLE"
 
         # Boot item dispatch.
-        target_v = [Signal(name=f"boot_to_{name}") for name, _ in items]
+        target_v = [Signal(name=f"boot_to_{name}") for name, *_ in items]
         for v, sig in enumerate(target_v):
             m.d.comb += sig.eq(item_fire & (variant == v))
         item_word = {}
-        for v, (name, bits) in enumerate(items):
+        for name, _, _, bits in items:
             item_word[name] = beat_in.word_select(item_j, bits) if W // bits > 1 else \
                 beat_in[:bits]
         desc_layout = _layout(DESCRIPTOR_FIELDS)
@@ -629,15 +609,6 @@ class Device(wiring.Component):
         self._batch(m, p, seq, dense_rd, mlp, routes, bh, tiles, run_done, dead, flags,
                     protocol, in_run)
         return m
-
-    @staticmethod
-    def _boot_code(name: str):
-        if name == "desc":
-            return BOOT_DESC, 0
-        for prefix, target in (("bram", BOOT_BRAM), ("tt", BOOT_TT), ("mlp", BOOT_MLP)):
-            if name.startswith(prefix):
-                return target, int(name[len(prefix):])
-        raise ValueError(name)
 
     def _batch(self, m, p, seq, dense_rd, mlp, routes, bh, tiles, run_done, dead, flags,
                protocol, in_run):

@@ -6,7 +6,6 @@ import json
 import pickle
 import sys
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -163,13 +162,3 @@ def run_device(setup, dense_q, bags, name="device", seed=1, waves=False, progres
     rep = result.report
     return DeviceRun(logits, status, rep.get("resp", {}), rep, layout, result.build_s,
                      result.run_s, d)
-
-
-def elapsed(fn, *args, repeat: int = 3, **kwargs):
-    """Best wall time of ``repeat`` calls (seconds) and the last result."""
-    best, out = float("inf"), None
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        out = fn(*args, **kwargs)
-        best = min(best, time.perf_counter() - t0)
-    return best, out

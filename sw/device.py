@@ -58,10 +58,6 @@ def flag_names(flags: int) -> list[str]:
     return [name for name, bit in FLAGS.items() if flags >> bit & 1]
 
 
-def fields_bits(fields) -> int:
-    return sum(b for _, b in fields)
-
-
 @dataclass(frozen=True)
 class BatchLayout:
     """Where a batch of ``samples`` lives in device DRAM from ``base`` on, for a device of

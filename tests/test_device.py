@@ -133,8 +133,7 @@ def test_boot_stream_holds_every_core_load_and_ends_with_end(demo):
     raw = bytes(img.regions["dram"][img.boot_addr:img.boot_addr + img.boot_bytes])
     pb = demo.params.port_bytes
     beats = [int.from_bytes(raw[i:i + pb], "little") for i in range(0, len(raw), pb)]
-    items = dict(demo.params.boot_items())
-    names = {1: "desc", 2: "bram", 3: "tt", 4: "mlp"}
+    bits_of = {(target, sub): bits for _, target, sub, bits in demo.params.boot_items()}
     i, seen = 0, []
     while True:
         h = unpack_fields(BOOT_HEADER_FIELDS, beats[i])
@@ -142,8 +141,7 @@ def test_boot_stream_holds_every_core_load_and_ends_with_end(demo):
         if h["target"] == BOOT_END:
             break
         seen.append((h["target"], h["sub"], h["count"]))
-        bits = items[names[h["target"]] + ("" if h["target"] == 1 else str(h["sub"]))]
-        i += -(-h["count"] // (pb * 8 // bits))
+        i += -(-h["count"] // (pb * 8 // bits_of[h["target"], h["sub"]]))
     assert i == len(beats)
     assert seen[0] == (1, 0, len(demo.params.routes))
     tt = [c for t, _, c in seen if t == BOOT_TT]
