@@ -543,13 +543,17 @@ class MLPCore(wiring.Component):
                     m.d.comb += mlp_act.eq(a_words[r])
         prods = [[Signal(signed(A + WB), name=f"p{r}_{lane}") for lane in range(L)]
                  for r in range(R)]
-        for r in range(R):
-            w = wmem.rdata[r * WB:(r + 1) * WB].as_signed()
-            for lane in range(L):
-                x = mlp_act[lane * A:(lane + 1) * A].as_signed()
-                a = a_words[r][lane * A:(lane + 1) * A].as_signed()
-                b = b_words[r][lane * A:(lane + 1) * A].as_signed()
-                m.d.sync += prods[r][lane].eq(Mux(op1.dot, a * b, w * x))
+        # One multiplier per MAC: the operands are chosen before it (a DOT multiplies two
+        # feature blocks, an MLP a weight by an activation); products only load while an
+        # instruction issues (a clock enable: the consumers read them one cycle later).
+        with m.If(op1.mlp | op1.dot):
+            for r in range(R):
+                w = wmem.rdata[r * WB:(r + 1) * WB].as_signed()
+                for lane in range(L):
+                    x = mlp_act[lane * A:(lane + 1) * A].as_signed()
+                    a = a_words[r][lane * A:(lane + 1) * A].as_signed()
+                    b = b_words[r][lane * A:(lane + 1) * A].as_signed()
+                    m.d.sync += prods[r][lane].eq(Mux(op1.dot, a, w) * Mux(op1.dot, b, x))
 
         accs = [[Signal(signed(ACC), name=f"acc{r}_{lane}") for lane in range(L)]
                 for r in range(R)]
