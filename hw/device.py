@@ -758,8 +758,11 @@ class Device(wiring.Component):
             for t in range(T):
                 with m.Case(t):
                     m.d.comb += shift.eq(routes[t].shift)
-        rq = Requant(in_bits=out_bits, out_bits=A, max_shift=min(out_bits, 255))
-        act_vals = [requant_value(m, Mux(beat_tag.bad, 0, v), shift, rq) for v in beat_vals]
+        # A shift of in_bits or more rounds every input to zero: clamp the descriptor's 8-bit
+        # shift there so that the requantiser's contract (shift <= max_shift) holds.
+        rq = Requant(in_bits=out_bits + 1, out_bits=A, max_shift=out_bits + 1)
+        eff_shift = Mux(shift > rq.max_shift, rq.max_shift, shift)
+        act_vals = [requant_value(m, Mux(beat_tag.bad, 0, v), eff_shift, rq) for v in beat_vals]
         # Transposer: one memory per sample lane, a word per (buffer, table, beat) of B
         # activations; all lanes read at one address give a feature of every sample. Two tile
         # buffers, so the cores fill the next tile while the loader moves the current one.

@@ -4,6 +4,7 @@ utilisation, per-tier traffic, simulation speed, projected throughput, the plann
 CPU baselines measured on this machine)."""
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -15,6 +16,9 @@ from screc.sw.flow import make_batch, predict_batch, prepare_device
 from .device_runs import run_device
 
 __all__ = ["simulate", "cpu_baselines", "plot_report"]
+
+DENSE_CHUNK = 1 << 16
+"""Rows of a TT table rebuilt at a time for the PyTorch baseline (bounded temporary memory)."""
 
 
 def _best_time(fn, repeat=3):
@@ -43,11 +47,20 @@ def cpu_baselines(setup, dense, bags) -> dict:
                                                "CPU build)"}
         return out
     fp = setup.fparams
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    need = sum(t.rows * t.dim * 4 for t in fp.config.tables)
+    free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    if need > free // 2:
+        out["pytorch"] = {"qps": None, "what": f"skipped: dense float32 tables need "
+                                               f"{need / 2**30:.1f} GiB, {free / 2**30:.1f} "
+                                               "GiB free"}
+        return out
     with torch.no_grad():
         tables = []
         for t, tcfg in enumerate(fp.config.tables):
-            weight = fp.table_rows(t, np.arange(tcfg.rows)).astype(np.float32)
+            weight = np.empty((tcfg.rows, tcfg.dim), dtype=np.float32)
+            for lo in range(0, tcfg.rows, DENSE_CHUNK):
+                hi = min(tcfg.rows, lo + DENSE_CHUNK)
+                weight[lo:hi] = fp.table_rows(t, np.arange(lo, hi))
             tables.append(torch.nn.EmbeddingBag.from_pretrained(torch.from_numpy(weight),
                                                                 mode="sum"))
 

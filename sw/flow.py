@@ -28,6 +28,7 @@ class DeviceSetup:
     image: bytes
     remap: list
     batch_size: int
+    counts: list
 
 
 def plan_config(cfg, batch: int = 256, trace_batches: int = 8, time_limit: float = 60.0,
@@ -59,7 +60,8 @@ def prepare_device(cfg, batch: int = 256, trace_batches: int = 8, time_limit: fl
     fparams = init_params(cfg.model)
     qmodel = quantize_dlrm(fparams, cfg.numerics, generate_batch(cfg.model, 512, 1))
     image, params, remap = device_image(cfg, plan, [c for _, c in analysed], qmodel)
-    return DeviceSetup(cfg, plan, params, qmodel, fparams, image, remap, batch)
+    counts = [c for _, c in analysed]
+    return DeviceSetup(cfg, plan, params, qmodel, fparams, image, remap, batch, counts)
 
 
 def _set_first(bag, s: int, value: int):
@@ -96,8 +98,9 @@ def device_image(cfg, plan: dict, counts, qmodel):
     tables, places, fields, bram_core, remap = [], [], [], [], []
     shifts = qmodel.emb_shifts
     for t, (rec, table, route) in enumerate(zip(plan["tables"], qmodel.tables, params.routes)):
-        if shifts[t] < 0:
-            raise ValueError(f"table {table.name}: emb_shift {shifts[t]} < 0 (left shift)")
+        if not 0 <= shifts[t] <= 62:
+            raise ValueError(f"table {table.name}: emb_shift {shifts[t]} outside [0, 62] (the "
+                             "numerics use right shifts of int64 accumulators only)")
         fields.append({"core": route.core, "emb_shift": shifts[t], "max_bag": route.max_bag})
         if route.kind == "dense":
             # a TT table stored dense holds its reconstructed rows: bit-identical to the TT path

@@ -99,6 +99,26 @@ def test_bad_bags_are_flagged_zeroed_and_leave_the_other_samples_exact(mixed):
     np.testing.assert_array_equal(run.logits[others], clean_logits[others])
 
 
+def test_shifts_beyond_the_pooled_width_round_to_zero(mixed):
+    from dataclasses import replace
+
+    from screc.sw.flow import device_image
+
+    routes = mixed.params.routes
+    big = [next(t for t, r in enumerate(routes) if r.kind == kind) for kind in ("dense", "tt")]
+    tables = tuple(replace(tab, frac=tab.frac + 40) if t in big else tab
+                   for t, tab in enumerate(mixed.qmodel.tables))
+    qmodel = replace(mixed.qmodel, tables=tables)
+    assert all(qmodel.emb_shifts[t] > 40 for t in big)
+    image, params, remap = device_image(mixed.cfg, mixed.plan, mixed.counts, qmodel)
+    assert params == mixed.params and image != mixed.image
+    setup = replace(mixed, qmodel=qmodel, image=image, remap=remap)
+    _, dense_q, bags = make_batch(setup, 16, seed=8)
+    expected, _, _ = _expect(setup, dense_q, bags)
+    run = run_device(setup, dense_q, bags, name="device_mixed")
+    np.testing.assert_array_equal(run.logits, expected)
+
+
 def test_malformed_batch_stops_the_run_with_a_flag_not_a_hang(mixed):
     _, dense_q, bags = make_batch(mixed, 20, seed=6)
 
