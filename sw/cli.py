@@ -110,8 +110,8 @@ def cmd_verilog(args) -> int:
 
 def cmd_plan(args) -> int:
     from .model import generate_batch, init_params, quantize_dlrm
-    from .planner import build_instance, greedy, plan_image, solve
-    from .flow import table_alphas
+    from .flow import device_image, table_alphas
+    from .planner import build_instance, greedy, solve
     from .stats import analyse_npz, synthetic_traces, write_traces
 
     cfg = load_config(args.config)
@@ -164,7 +164,7 @@ def cmd_plan(args) -> int:
         print("[4/4] building the memory image", flush=True)
         params = init_params(cfg.model)
         qmodel = quantize_dlrm(params, cfg.numerics, generate_batch(cfg.model, 512, 1))
-        blob = plan_image(cfg, plan, qmodel, [c for _, c in analysed])
+        blob = device_image(cfg, plan.to_dict(), [c for _, c in analysed], qmodel)[0]
         Path(args.image).write_bytes(blob)
         print(f"  image written to {args.image} ({_fmt_bytes(len(blob))})")
     return 0

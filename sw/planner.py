@@ -10,27 +10,46 @@ The per-row and per-lookup cycle figures are the cores' own (``GatherParams``, `
 ``MLPProgram``), so that simulated cycles can be held against the prediction.
 """
 
+import functools
+import hashlib
 import itertools
 import json
 import math
+import os
+import sys
 import time
 import tomllib
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pulp
 
+try:
+    import highspy
+except ImportError:  # PuLP falls back to its bundled CBC
+    highspy = None
+
+from screc.hw.device import tile_load_cycles
+from screc.hw.gather import GatherParams
+from screc.hw.mlp import MLPParams
+from screc.hw.tt_core import TTCoreParams
+
+from .checks import check_curve, check_number
 from .config import TTConfig
+from .image import row_bytes
 
 __all__ = ["CoreCosts", "load_core_costs", "resource_generator_hash", "TableInput", "PlanError",
-           "Instance", "build_instance", "instance_for", "plan_image", "evaluate", "solve",
-           "greedy", "brute_force", "ShardPlan", "pipeline_cycles"]
+           "Instance", "build_instance", "instance_for", "evaluate", "solve", "greedy",
+           "brute_force", "ShardPlan", "pipeline_cycles", "choice_from_dict", "TIERS"]
+
+TIERS = ("bram", "dram", "ssd")
 
 EPS = 1e-3
 """Weight of the secondary objective (memory-traffic cycles, plus one per core) that breaks
 ties between plans with the same bottleneck time: small enough never to trade it away."""
 SSD_EPS = 1e-6
-"""Expected SSD reads per batch below which a plan is taken not to touch the SSD (no latency)."""
+"""Expected SSD reads per batch of one table at or below which the table is taken not to read
+the SSD; a plan pays the SSD latency when any table reads it."""
 DEFAULT_COSTS = Path(__file__).resolve().parent.parent / "configs" / "core_resources.toml"
 
 
@@ -48,12 +67,6 @@ class CoreCosts:
 def resource_generator_hash(cfg) -> str:
     """Digest of the generator parameters the resource table was measured with (the cores of
     ``cfg``); ``make synth`` stores it in the table, a test compares."""
-    import hashlib
-    from dataclasses import asdict
-
-    from screc.hw.gather import GatherParams
-    from screc.hw.mlp import MLPParams
-
     table = next((t for t in cfg.model.tables if t.tt is not None), None)
     parts = {"gather": asdict(GatherParams.for_config(cfg)),
              "mlp": asdict(MLPParams.for_config(cfg)),
@@ -84,6 +97,28 @@ class TableInput:
     bram_row_bytes: int = 0
     """Bytes a row takes in the on-chip tier (rows start on port words); 0: ``row_bytes``."""
 
+    def __post_init__(self):
+        if not isinstance(self.name, str) or not self.name:
+            raise PlanError(f"TableInput: name = {self.name!r}: must be a non-empty string")
+        owner = f"table {self.name!r}"
+        check_number(PlanError, owner, "rows", self.rows, lo=1, integer=True)
+        check_number(PlanError, owner, "row_bytes", self.row_bytes, lo=1, integer=True)
+        check_number(PlanError, owner, "lookups", self.lookups, lo=0)
+        check_number(PlanError, owner, "bram_row_bytes", self.bram_row_bytes, lo=0,
+                     integer=True)
+        check_curve(PlanError, owner, self.rows, self.ks, self.cov)
+        for i, opt in enumerate(self.tt_options):
+            if len(opt) != 3:
+                raise PlanError(f"{owner}: tt_options[{i}] = {opt!r}: must be (rank, "
+                                "core_bytes, cycles_per_lookup)")
+            check_number(PlanError, owner, f"tt_options[{i}].rank", opt[0], lo=1, integer=True)
+            check_number(PlanError, owner, f"tt_options[{i}].core_bytes", opt[1], lo=0)
+            check_number(PlanError, owner, f"tt_options[{i}].cycles_per_lookup", opt[2], lo=0,
+                         lo_open=True)
+        if not self.dense_allowed and not self.tt_options:
+            raise PlanError(f"{owner}: dense_allowed = False and no tt_options: the table has "
+                            "no placement")
+
     @property
     def onchip_bytes(self) -> int:
         return self.bram_row_bytes or self.row_bytes
@@ -107,6 +142,45 @@ class Instance:
     router_cycles: float = 0.0
     """Lookup records per batch (rows plus empty bags): the device routes one per cycle."""
 
+    def __post_init__(self):
+        owner = "Instance"
+        names = [t.name for t in self.tables]
+        if not names or not all(isinstance(t, TableInput) for t in self.tables):
+            raise PlanError(f"{owner}: tables: must be a non-empty sequence of TableInput")
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise PlanError(f"{owner}: tables: names {dup} appear more than once")
+        if not self.mixes:
+            raise PlanError(f"{owner}: mixes = (): no core mix to choose from")
+        for i, mix in enumerate(self.mixes):
+            if len(mix) != 2:
+                raise PlanError(f"{owner}: mixes[{i}] = {mix!r}: must be (gather cores, TT "
+                                "arrays)")
+            for j, what in enumerate(("gather cores", "TT arrays")):
+                check_number(PlanError, owner, f"mixes[{i}] {what}", mix[j], lo=0, integer=True)
+            if mix[0] == mix[1] == 0:
+                raise PlanError(f"{owner}: mixes[{i}] = {mix!r}: a mix needs at least one core")
+        if set(self.capacity) != set(TIERS):
+            raise PlanError(f"{owner}: capacity has tiers {sorted(self.capacity)}: must be "
+                            f"exactly {list(TIERS)}")
+        for tier in TIERS:
+            check_number(PlanError, owner, f"capacity[{tier!r}]", self.capacity[tier], lo=0)
+        for field in ("dram_bytes_per_access", "gather_cycles_per_row"):
+            per_table = getattr(self, field)
+            for name in names:
+                if name not in per_table:
+                    raise PlanError(f"{owner}: {field} has no entry for table {name!r}")
+                check_number(PlanError, owner, f"{field}[{name!r}]", per_table[name], lo=0,
+                             lo_open=True)
+        check_number(PlanError, owner, "ssd_bytes_per_access", self.ssd_bytes_per_access, lo=0,
+                     lo_open=True)
+        for field in ("dram_bytes_per_cycle", "ssd_bytes_per_cycle", "clock_mhz"):
+            check_number(PlanError, owner, field, getattr(self, field), lo=0, lo_open=True)
+        for field in ("mlp_cycles", "ssd_latency_cycles", "router_cycles"):
+            check_number(PlanError, owner, field, getattr(self, field), lo=0)
+        check_number(PlanError, owner, "batch", self.batch, lo=1, integer=True)
+        check_number(PlanError, owner, "tiles", self.tiles, lo=1, integer=True)
+
 
 def pipeline_cycles(parts: dict, tiles: int) -> float:
     """Cycles of a whole batch from its stage times: the device overlaps the embedding stages
@@ -124,12 +198,9 @@ def _tt_with_rank(tt: TTConfig, rank: int) -> TTConfig:
 def build_instance(cfg, stats, batch: int, costs=None, max_cores: int = 16) -> Instance:
     """The planning instance of a config: per-table inputs from ``stats`` (one
     :class:`screc.sw.stats.TableStats` per table) and the core mixes the FPGA budget admits."""
-    from screc.hw.mlp import MLPParams
-
+    check_number(PlanError, "build_instance", "batch", batch, lo=1, integer=True)
     if len(stats) != len(cfg.model.tables):
         raise PlanError(f"{len(stats)} table statistics for {len(cfg.model.tables)} tables")
-    from screc.hw.device import tile_load_cycles
-
     mlp_params, program = MLPParams.zero_program(cfg)
     load = tile_load_cycles(program.dense_features, len(cfg.model.tables), cfg.model.emb_dim,
                             mlp_params.lanes, cfg.device.gather_port_bytes)
@@ -142,14 +213,18 @@ def instance_for(dev, numerics, tables, stats, batch: int, mlp_cycles: float, co
                  max_cores: int = 16, tiles: int = 1) -> Instance:
     """:func:`build_instance` for any list of :class:`screc.sw.config.TableConfig` (dims may
     differ: the benchmark's Meta-scale model is not a dot-interaction DLRM)."""
-    from screc.hw.tt_core import TTCoreParams
-    from screc.sw.image import row_bytes
-
+    check_number(PlanError, "instance_for", "batch", batch, lo=1, integer=True)
+    check_number(PlanError, "instance_for", "max_cores", max_cores, lo=1, integer=True)
+    if len(stats) != len(tables):
+        raise PlanError(f"{len(stats)} table statistics for {len(tables)} tables")
     costs = costs or load_core_costs()
     n = numerics
     dram, ssd = dev.tier("dram"), dev.tier("ssd")
     inputs, dram_bpa, gather_cpr = [], {}, {}
     for tcfg, st in zip(tables, stats):
+        if st.rows != tcfg.rows:
+            raise PlanError(f"table {tcfg.name!r}: statistics for {st.rows} rows, the table has "
+                            f"{tcfg.rows}: breakpoints must lie within the table")
         rb = row_bytes(tcfg.dim, n.emb_bits)
         options = []
         if tcfg.tt is not None and tcfg.placement != "dense":
@@ -195,12 +270,18 @@ def instance_for(dev, numerics, tables, stats, batch: int, mlp_cycles: float, co
 def evaluate(inst: Instance, choice, mix):
     """Exact cost of an assignment: ``choice[t]`` is ``("tt", option)`` or ``("dense", a,
     b)`` (breakpoint positions of k1 and k2). Returns (score, breakdown, usage), score = the
-    bottleneck cycles + EPS x (DRAM + SSD cycles), or None if a capacity or core-mix rule is
-    broken."""
+    bottleneck cycles + EPS x (DRAM + SSD cycles + cores), or None if a capacity or core-mix
+    rule is broken. The MIP (:func:`_model`) states the same rules as constraints; its
+    objective equals this score for the plan it returns (tests hold them together)."""
+    if len(choice) != len(inst.tables):
+        raise PlanError(f"evaluate: {len(choice)} choices for {len(inst.tables)} tables")
+    if tuple(mix) not in inst.mixes:
+        return None
     ng, nt = mix
-    use = dict.fromkeys(("bram", "dram", "ssd"), 0.0)
-    dram_t = ssd_t = gather_w = tt_t = gather_one = ssd_n = 0.0
-    n_tt = 0
+    use = dict.fromkeys(TIERS, 0.0)
+    dram_t = ssd_bw = gather_w = tt_t = gather_one = 0.0
+    n_tt = n_dense = 0
+    reads_ssd = False
     for tab, c in zip(inst.tables, choice):
         if c[0] == "tt":
             rank, core_bytes, cpl = tab.tt_options[c[1]]
@@ -208,26 +289,29 @@ def evaluate(inst: Instance, choice, mix):
             tt_t = max(tt_t, tab.lookups * cpl)
             n_tt += 1
             continue
+        if not tab.dense_allowed:
+            return None
         a, b = c[1], c[2]
         k1, k2 = tab.ks[a], tab.ks[b]
         if k1 > k2:
             return None
+        n_dense += 1
         use["bram"] += k1 * tab.onchip_bytes
         use["dram"] += (k2 - k1) * tab.row_bytes
         use["ssd"] += (tab.rows - k2) * tab.row_bytes
         dram_t += (tab.lookups * (tab.cov[b] - tab.cov[a])
                    * inst.dram_bytes_per_access[tab.name] / inst.dram_bytes_per_cycle)
-        ssd_t += (tab.lookups * (1 - tab.cov[b]) * inst.ssd_bytes_per_access
-                  / inst.ssd_bytes_per_cycle)
-        ssd_n += tab.lookups * (1 - tab.cov[b])
-        gather_w += tab.lookups * inst.gather_cycles_per_row[tab.name]
-        gather_one = max(gather_one, tab.lookups * inst.gather_cycles_per_row[tab.name])
+        ssd_lookups = tab.lookups * (1 - tab.cov[b])
+        ssd_bw += ssd_lookups * inst.ssd_bytes_per_access / inst.ssd_bytes_per_cycle
+        reads_ssd |= ssd_lookups > SSD_EPS
+        work = tab.lookups * inst.gather_cycles_per_row[tab.name]
+        gather_w += work
+        gather_one = max(gather_one, work)
     if any(use[k] > inst.capacity[k] + 1e-6 for k in use):
         return None
-    if (gather_w > 0 and ng == 0) or n_tt != nt:
+    if (n_dense and ng == 0) or n_tt != nt:
         return None
-    if ssd_n > SSD_EPS:
-        ssd_t = max(ssd_t, inst.ssd_latency_cycles)
+    ssd_t = max(ssd_bw, inst.ssd_latency_cycles) if reads_ssd else ssd_bw
     parts = {"dram": dram_t, "ssd": ssd_t,
              "gather": max(gather_w / ng, gather_one) if ng else 0.0,
              "tt": tt_t, "router": inst.router_cycles, "mlp": inst.mlp_cycles}
@@ -254,18 +338,22 @@ def brute_force(inst: Instance):
 
 
 def greedy(inst: Instance):
-    """TorchRec-style baseline: every table dense, rows placed hottest-first by access
-    density (accesses per byte) into BRAM, then DRAM, the rest on the SSD; then the best core
-    mix for that placement."""
+    """TorchRec-style baseline: every table dense (a table pinned to TT takes its smallest TT
+    option, on chip first), rows placed hottest-first by access density (accesses per byte)
+    into BRAM, then DRAM, the rest on the SSD; then the best core mix for that placement."""
+    pinned = {t: min(range(len(tab.tt_options)), key=lambda i: tab.tt_options[i][1])
+              for t, tab in enumerate(inst.tables) if not tab.dense_allowed}
     segments = []
     for t, tab in enumerate(inst.tables):
+        if t in pinned:
+            continue
         for j in range(1, len(tab.ks)):
             nbytes = (tab.ks[j] - tab.ks[j - 1]) * tab.row_bytes
             gain = tab.lookups * (tab.cov[j] - tab.cov[j - 1])
             segments.append((gain / nbytes, t, j, nbytes))
     segments.sort(key=lambda s: -s[0])
     k1 = [0] * len(inst.tables)
-    free = inst.capacity["bram"]
+    free = inst.capacity["bram"] - sum(inst.tables[t].tt_options[i][1] for t, i in pinned.items())
     for _, t, j, nbytes in segments:
         onchip = nbytes // inst.tables[t].row_bytes * inst.tables[t].onchip_bytes
         if k1[t] == j - 1 and onchip <= free:
@@ -275,7 +363,8 @@ def greedy(inst: Instance):
     for _, t, j, nbytes in segments:
         if k2[t] == j - 1 and j > k1[t] and nbytes <= free:
             k2[t], free = j, free - nbytes
-    choice = tuple(("dense", a, b) for a, b in zip(k1, k2))
+    choice = tuple(("tt", pinned[t]) if t in pinned else ("dense", a, b)
+                   for t, (a, b) in enumerate(zip(k1, k2)))
     best = None
     for mix in inst.mixes:
         r = evaluate(inst, choice, mix)
@@ -334,12 +423,40 @@ class ShardPlan:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2))
 
 
+def choice_from_dict(inst: Instance, plan: dict):
+    """``(choice, mix)`` of a plan written by :meth:`ShardPlan.to_dict`, on ``inst`` (the same
+    tables, possibly another batch): to cost the same device under another workload."""
+    tables = plan.get("tables", [])
+    if [t["name"] for t in tables] != [t.name for t in inst.tables]:
+        raise PlanError("the plan's tables differ from the instance's")
+    choice = []
+    for tab, rec in zip(inst.tables, tables):
+        if rec["placement"] == "tt":
+            ranks = [o[0] for o in tab.tt_options]
+            if rec["rank"] not in ranks:
+                raise PlanError(f"table {tab.name!r}: the plan's TT rank {rec['rank']} is not "
+                                f"among its options {ranks}")
+            choice.append(("tt", ranks.index(rec["rank"])))
+            continue
+        k1, k2 = rec["k_bram"], rec["k_bram"] + rec["k_dram"]
+        if k1 not in tab.ks or k2 not in tab.ks:
+            raise PlanError(f"table {tab.name!r}: the plan's thresholds {k1}, {k2} are not "
+                            "breakpoints of the instance's statistics")
+        choice.append(("dense", tab.ks.index(k1), tab.ks.index(k2)))
+    mix = (plan["core_mix"]["gather_cores"], plan["core_mix"]["tt_arrays"])
+    return tuple(choice), mix
+
+
 def _model(inst: Instance, slack: bool = False):
+    """The MIP of ``docs/planner.md``, constraint by constraint. ``slack``: capacities may be
+    exceeded at a cost (to name the tier that is short when the plain model is infeasible)."""
     prob = pulp.LpProblem("screc_shard_map", pulp.LpMinimize)
     T = prob.add_variable("T", lowBound=0)
+    ssd_time = prob.add_variable("ssd_time", lowBound=0)
+    uses_ssd = prob.add_variable("uses_ssd", cat="Binary")
     x, y = {}, {}
-    gather_w, dram_t, ssd_t, ssd_n, n_tt = [], [], [], [], []
-    use = {"bram": [], "dram": [], "ssd": []}
+    gather_w, dram_t, ssd_t, n_tt = [], [], [], []
+    use = {tier: [] for tier in TIERS}
     n_dense = []
     for t, tab in enumerate(inst.tables):
         n = len(tab.ks)
@@ -363,7 +480,13 @@ def _model(inst: Instance, slack: bool = False):
                           / inst.dram_bytes_per_cycle * (c2 - c1))
             ssd_t.append(tab.lookups * inst.ssd_bytes_per_access / inst.ssd_bytes_per_cycle
                          * (d - c2))
-            gather_w.append(tab.lookups * inst.gather_cycles_per_row[tab.name] * d)
+            # the table reads the SSD when its k2 leaves rows with expected lookups there
+            reading = [z2[b] for b in range(n) if tab.lookups * (1 - tab.cov[b]) > SSD_EPS]
+            if reading:
+                prob += uses_ssd >= pulp.lpSum(reading), f"reads_ssd_{t}"
+            work = tab.lookups * inst.gather_cycles_per_row[tab.name]
+            gather_w.append(work * d)
+            prob += T >= work * d, f"gather_table_{t}"  # a table is served by one core
             n_dense.append(d)
             x[t] = (d, z1, z2)
         prob += pulp.lpSum(ys) + d == 1
@@ -378,11 +501,9 @@ def _model(inst: Instance, slack: bool = False):
         slacks[tier] = s
         prob += pulp.lpSum(terms) <= inst.capacity[tier] + s, f"capacity_{tier}"
     prob += T >= pulp.lpSum(dram_t), "dram_time"
-    prob += T >= pulp.lpSum(ssd_t), "ssd_time"
-    uses_ssd = prob.add_variable("uses_ssd", cat="Binary")
-    big_n = sum(tab.lookups for tab in inst.tables)
-    prob += pulp.lpSum(ssd_n) <= SSD_EPS + big_n * uses_ssd, "ssd_accessed"
-    prob += T >= inst.ssd_latency_cycles * uses_ssd, "ssd_latency"
+    prob += ssd_time >= pulp.lpSum(ssd_t), "ssd_bandwidth"
+    prob += ssd_time >= inst.ssd_latency_cycles * uses_ssd, "ssd_latency"
+    prob += T >= ssd_time, "ssd_time"
     prob += T >= inst.mlp_cycles, "mlp_time"
     prob += T >= inst.router_cycles, "router_time"
     m = [prob.add_variable(f"mix_{ng}_{nt}", cat="Binary") for ng, nt in inst.mixes]
@@ -399,20 +520,38 @@ def _model(inst: Instance, slack: bool = False):
         scale = {k: 1.0 / max(1, inst.capacity[k]) for k in slacks}
         prob += pulp.lpSum(scale[k] * slacks[k] for k in slacks)
     else:
-        prob += T + EPS * (pulp.lpSum(dram_t) + pulp.lpSum(ssd_t)
+        prob += T + EPS * (pulp.lpSum(dram_t) + ssd_time
                            + pulp.lpSum((ng + nt) * mv for mv, (ng, nt) in zip(m, inst.mixes)))
     return prob, T, x, y, m, slacks
 
 
+@functools.cache
+def _highs_available() -> bool:
+    """Whether HiGHS is importable; its first instance in a process prints a banner on the C
+    stdout even with ``output_flag`` off, so it is made here with that stdout sent to null."""
+    if "HiGHS" not in pulp.listSolvers(onlyAvailable=True):
+        return False
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 1)
+            highspy.Highs()
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+    return True
+
+
 def _solver(time_limit, gap, msg=False):
-    if "HiGHS" in pulp.listSolvers(onlyAvailable=True):
+    if _highs_available():
         return "HiGHS", pulp.HiGHS(msg=msg, timeLimit=time_limit, gapRel=gap)
     return "CBC", pulp.PULP_CBC_CMD(msg=msg, timeLimit=time_limit, gapRel=gap)
 
 
 def _diagnose(inst: Instance, time_limit):
-    smallest = sum(min([t.rows * t.row_bytes] if t.dense_allowed else [] +
-                       [o[1] for o in t.tt_options]) for t in inst.tables)
+    smallest = sum(min(([t.rows * t.row_bytes] if t.dense_allowed else [])
+                       + [o[1] for o in t.tt_options]) for t in inst.tables)
     total = sum(inst.capacity.values())
     if smallest > total:
         return (f"the tables need at least {smallest} bytes but the tiers bram+dram+ssd hold "
@@ -432,7 +571,62 @@ def _diagnose(inst: Instance, time_limit):
                      f"{inst.capacity[k]}" for k, v in over.items())
 
 
+def _cost_at_choice(prob, free) -> float:
+    """The model's objective at its solution's binaries (rounded) with the variables named in
+    ``free`` (``T``, the SSD time, the SSD indicator: each bounded only from below by the
+    constraints and weighted positively) as small as the constraints allow. That is the model's
+    exact cost of the chosen plan, even where the solver stopped at a gap with a slack
+    incumbent; computed by propagating lower bounds, since a second solve of the fixed model is
+    numerically fragile at TB capacities. Any other constraint the rounded binaries break
+    raises :class:`PlanError` naming it."""
+    value = {}
+    integer = {v.name for v in prob.variables() if v.cat == pulp.LpInteger}
+    for v in prob.variables():
+        if v.name not in free:
+            value[v.name] = round(v.value() or 0) if v.cat == pulp.LpInteger else v.value() or 0
+        else:
+            value[v.name] = v.lowBound or 0.0
+    bounding = []
+    for c in prob.constraints():
+        name = c.name
+        terms = [(v.name, a) for v, a in c.items()]
+        if not any(n in free for n, _ in terms):
+            lhs = c.constant + sum(a * value[n] for n, a in terms)
+            scale = max([abs(c.constant)] + [abs(a * value[n]) for n, a in terms] + [1.0])
+            if (c.sense >= 0 and lhs < -1e-9 * scale) or (c.sense <= 0 and lhs > 1e-9 * scale):
+                raise PlanError(f"the solver's plan breaks its own constraint {name} by "
+                                f"{abs(lhs):.6g} once rounded")
+            continue
+        if c.sense == pulp.LpConstraintEQ:
+            raise PlanError(f"constraint {name}: an equality on a continuous stage variable")
+        bounding.append((c.sense, c.constant, terms))
+    for _ in range(len(free) + 1):  # the free variables bound each other in a chain
+        changed = False
+        for sense, constant, terms in bounding:
+            for n, a in terms:
+                if n not in free or sense * a <= 0:
+                    continue
+                rest = constant + sum(a2 * value[n2] for n2, a2 in terms if n2 != n)
+                low = -rest / a
+                if n in integer:
+                    low = math.ceil(low - 1e-9)
+                if low > value[n]:
+                    value[n], changed = low, True
+        if not changed:
+            break
+    return prob.objective.constant + sum(a * value[v.name] for v, a in prob.objective.items())
+
+
 def solve(inst: Instance, time_limit: float = 60.0, gap: float = 0.005, msg=False) -> ShardPlan:
+    """The MIP's plan for ``inst`` within ``time_limit`` seconds and relative ``gap``.
+    ``solver["objective"]`` is the MIP's cost of the plan returned (binaries fixed, stage
+    variables as small as its constraints allow), which equals ``evaluate`` of it;
+    ``solver["gap"]`` the MIP gap at the stop; a solve stopped by the time limit without any
+    plan raises :class:`PlanError`."""
+    if not isinstance(inst, Instance):
+        raise PlanError(f"solve: inst is a {type(inst).__name__}, not an Instance")
+    check_number(PlanError, "solve", "time_limit", time_limit, lo=0, lo_open=True)
+    check_number(PlanError, "solve", "gap", gap, lo=0, hi=1)
     prob, T, x, y, m, _ = _model(inst)
     name, solver = _solver(time_limit, gap, msg)
     t0 = time.perf_counter()
@@ -441,11 +635,16 @@ def solve(inst: Instance, time_limit: float = 60.0, gap: float = 0.005, msg=Fals
     status = pulp.LpStatus[prob.status]
     sol_status = pulp.constants.LpSolution.get(prob.sol_status, str(prob.sol_status))
     if prob.sol_status not in (pulp.LpSolutionOptimal, pulp.LpSolutionIntegerFeasible):
+        if prob.sol_status == pulp.LpSolutionNoSolutionFound:
+            raise PlanError(f"no shard map found within the time limit of {time_limit} s "
+                            f"({len(inst.tables)} tables, solver status {status}): raise the "
+                            "limit")
         raise PlanError(f"no feasible shard map: {_diagnose(inst, time_limit)}")
     gap_value = 0.0
     if name == "HiGHS":
         info = prob.solverModel.getInfo()
         gap_value = float(info.mip_gap) if math.isfinite(info.mip_gap) else float("inf")
+    mip_objective = pulp.value(prob.objective)
     choice = []
     for t, tab in enumerate(inst.tables):
         ys = [v.value() or 0 for v in y[t]]
@@ -461,18 +660,11 @@ def solve(inst: Instance, time_limit: float = 60.0, gap: float = 0.005, msg=Fals
     if result is None:
         raise PlanError("solver returned an assignment the cost model rejects")
     score, parts, use = result
-    cycles = max(parts.values())
     binaries = sum(1 for v in prob.variables() if v.cat == "Integer")
-    return ShardPlan(inst, tuple(choice), mix, cycles, parts, use, {
+    t1 = time.perf_counter()
+    objective = _cost_at_choice(prob, {"T", "ssd_time", "uses_ssd"})
+    return ShardPlan(inst, tuple(choice), mix, max(parts.values()), parts, use, {
         "solver": name, "status": status, "sol_status": sol_status,
-        "objective": pulp.value(prob.objective), "score": score, "gap": gap_value,
-        "solve_s": solve_s,
+        "objective": objective, "mip_objective": mip_objective, "score": score,
+        "gap": gap_value, "solve_s": solve_s, "polish_s": time.perf_counter() - t1,
         "binaries": binaries, "time_limit_s": time_limit, "gap_limit": gap})
-
-
-
-def plan_image(cfg, plan: ShardPlan, qmodel, counts) -> bytes:
-    """The device memory image of a plan (:func:`screc.sw.flow.device_image`)."""
-    from .flow import device_image
-
-    return device_image(cfg, plan.to_dict(), counts, qmodel)[0]

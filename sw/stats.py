@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .checks import check_curve, check_number
+
 __all__ = ["TableStats", "TraceError", "table_stats", "analyse_npz", "analyse_pt",
            "synthetic_traces", "write_traces", "remap_permutation", "zipf_coverage"]
 
@@ -36,6 +38,16 @@ class TableStats:
     ks: tuple[int, ...]
     coverage: tuple[float, ...]
     empty_bags: int = 0
+
+    def __post_init__(self):
+        owner = "TableStats"
+        check_number(ValueError, owner, "rows", self.rows, lo=1, integer=True)
+        for name in ("accesses", "bags", "batches"):
+            check_number(ValueError, owner, name, getattr(self, name), lo=0, integer=True)
+        check_number(ValueError, owner, "unique", self.unique, lo=0, hi=self.rows, integer=True)
+        check_number(ValueError, owner, "empty_bags", self.empty_bags, lo=0, hi=self.bags,
+                     integer=True)
+        check_curve(ValueError, owner, self.rows, self.ks, self.coverage)
 
     @property
     def pooling(self) -> float:

@@ -3,6 +3,7 @@ import json
 import numpy as np
 import pytest
 
+from screc.sw.flow import device_image
 from screc.sw.image import read_image
 from screc.sw.planner import (
     Instance,
@@ -12,13 +13,15 @@ from screc.sw.planner import (
     build_instance,
     evaluate,
     greedy,
-    plan_image,
+    instance_for,
     solve,
 )
-from screc.sw.stats import remap_permutation
+from screc.sw.stats import remap_permutation, zipf_coverage
+from screc.sw.workloads import meta_scale
 
 
 def _random_instance(seed, n_tables, caps, mixes=((1, 0), (2, 0), (1, 1), (0, 2))):
+    """The original small instances: no SSD latency, no router time."""
     rng = np.random.default_rng(seed)
     tables = []
     for t in range(n_tables):
@@ -27,13 +30,84 @@ def _random_instance(seed, n_tables, caps, mixes=((1, 0), (2, 0), (1, 1), (0, 2)
         c = np.sort(rng.uniform(0, 1, 2))
         cov = (0.0, float(max(c[1], 0.3)), float(max(c[1], 0.3) + (1 - max(c[1], 0.3)) * 0.8),
                1.0)
-        tt = tuple((r, int(rng.integers(1000, 40000)), int(rng.integers(50, 900)))
+        tt = tuple((r + 1, int(rng.integers(1000, 40000)), int(rng.integers(50, 900)))
                    for r in range(int(rng.integers(0, 3))))
         tables.append(TableInput(f"t{t}", rows, int(rng.choice([64, 128])),
                                  float(rng.integers(10, 2000)), ks, cov, tt))
     return Instance(tuple(tables), mixes, caps, {t.name: 64 * (t.row_bytes // 64)
                                                   for t in tables}, 76.8, 4096, 12.0,
                     {t.name: t.row_bytes // 64 for t in tables}, 500.0, 256, 250.0)
+
+
+MIXES = ((1, 0), (0, 1), (1, 1), (2, 0), (2, 1), (0, 2), (1, 2), (3, 0), (4, 1), (3, 2))
+
+
+def _hard_instance(seed):
+    """Small random instances with every stage live: SSD latency and bandwidth, router time,
+    often one table dominating the gather work, TT options (some tables TT only), coverage
+    curves that may reach 1 before the last row, several core mixes, tight tiers."""
+    rng = np.random.default_rng([seed, 12])
+    n_tables = int(rng.choice([2, 3, 3, 3, 4]))
+    dominant = int(rng.integers(n_tables)) if rng.random() < 0.5 else -1
+    tables = []
+    for t in range(n_tables):
+        rows = int(rng.integers(20, 4000))
+        inner = sorted(set(int(k) for k in rng.integers(1, rows, int(rng.integers(1, 3)))))
+        ks = (0, *inner, rows)
+        steps = rng.dirichlet(np.linspace(3, 1, len(ks) - 1))
+        if rng.random() < 0.2:  # the last rows are never read
+            steps[-1] = 0.0
+            steps /= steps.sum()
+        cov = np.minimum(np.concatenate([[0.0], np.cumsum(steps)]), 1.0)
+        cov[-1] = 1.0
+        lookups = float(rng.integers(5, 400)) * (20 if t == dominant else 1)
+        tt = tuple((int(r), int(rng.integers(500, 30000)), float(rng.integers(1, 30)))
+                   for r in rng.choice([4, 8, 16], int(rng.integers(0, 3)), replace=False))
+        tables.append(TableInput(f"t{t}", rows, int(rng.choice([32, 64, 128])), lookups, ks,
+                                 tuple(float(c) for c in cov), tt,
+                                 dense_allowed=not tt or rng.random() < 0.85,
+                                 bram_row_bytes=0 if rng.random() < 0.5 else 128))
+    idx = rng.choice(len(MIXES), int(rng.integers(2, 6)), replace=False)
+    total = sum(t.rows * t.row_bytes for t in tables)
+    caps = {"bram": int(rng.uniform(0.02, 0.6) * total), "dram": int(rng.uniform(0.05, 1) * total),
+            "ssd": int(rng.uniform(0.3, 2) * total)}
+    return Instance(
+        tuple(tables), tuple(MIXES[i] for i in sorted(idx)), caps,
+        {t.name: -(-t.row_bytes // 64) * 64 for t in tables}, float(rng.uniform(20, 80)),
+        4096, float(rng.uniform(4, 24)),
+        {t.name: float(rng.integers(1, 4)) * -(-t.row_bytes // 64) for t in tables},
+        float(rng.integers(0, 3000)), 256, 250.0,
+        ssd_latency_cycles=float(rng.choice([0.0, rng.uniform(500, 20000)])),
+        router_cycles=float(rng.uniform(0, 1) * sum(t.lookups for t in tables)))
+
+
+def test_mip_equals_exhaustive_enumeration_on_hard_random_instances():
+    """>= 200 seeded instances: solve(gap=0) finds the exhaustive optimum, its objective is
+    ``evaluate`` of the plan it returns, and an instance with no plan is refused by both."""
+    bottlenecks, ssd_latency_bound, infeasible = {}, 0, 0
+    for seed in range(240):
+        inst = _hard_instance(seed)
+        best = brute_force(inst)
+        if best is None:
+            infeasible += 1
+            with pytest.raises(PlanError):
+                solve(inst, time_limit=30, gap=0.0)
+            continue
+        plan = solve(inst, time_limit=30, gap=0.0)
+        got = evaluate(inst, plan.choice, plan.mix)
+        assert plan.solver["sol_status"] == "Optimal Solution Found", seed
+        assert got[0] == pytest.approx(best[0], rel=1e-7, abs=1e-6), seed
+        assert plan.solver["objective"] == pytest.approx(got[0], rel=1e-9, abs=1e-6), seed
+        assert plan.solver["mip_objective"] == pytest.approx(got[0], rel=1e-6), seed
+        parts = got[1]
+        top = max(parts, key=parts.get)
+        bottlenecks[top] = bottlenecks.get(top, 0) + 1
+        ssd_latency_bound += parts["ssd"] == inst.ssd_latency_cycles > 0
+    # the generator reaches the cases the MIP used to get wrong
+    assert {"ssd", "gather", "tt", "mlp"} <= set(bottlenecks), bottlenecks
+    assert ssd_latency_bound >= 5 and bottlenecks["gather"] >= 10, (ssd_latency_bound,
+                                                                   bottlenecks)
+    assert 240 - infeasible >= 200
 
 
 @pytest.mark.parametrize("seed", range(8))
@@ -105,7 +179,7 @@ def test_plan_remap_and_image_round_trip(demo_config, tmp_path):
     json.dumps(doc)
     assert doc["solver"]["status"] == "Optimal" and len(doc["tables"]) == 8
     qmodel = quantize_dlrm(init_params(cfg.model), cfg.numerics, generate_batch(cfg.model, 64, 1))
-    image = read_image(plan_image(cfg, plan, qmodel, [c for _, c in analysed]))
+    image = read_image(device_image(cfg, doc, [c for _, c in analysed], qmodel)[0])
     rng = np.random.default_rng(3)
     for t, (table, c, (_, counts)) in enumerate(zip(qmodel.tables, plan.choice, analysed)):
         if c[0] != "dense":
@@ -117,3 +191,98 @@ def test_plan_remap_and_image_round_trip(demo_config, tmp_path):
             assert np.array_equal(image.row(t, int(perm[r]), cfg.numerics.emb_bits), want)
         hot = int(np.argmax(counts))
         assert image.tier_of(t, int(perm[hot])) == "bram" or c[1] == 0
+
+
+def test_a_meta_scale_plan_at_a_gap_costs_what_evaluate_says(demo_config):
+    """Stopped at a 1% gap, the returned objective is still the model's cost of the returned
+    plan, equal to ``evaluate`` (the benchmark checks the 856-table instance the same way)."""
+    tables, stats = meta_scale(120, 1)
+    inst = instance_for(demo_config.device, demo_config.numerics, tables, stats, 4096, 20000.0)
+    plan = solve(inst, time_limit=30, gap=0.01)
+    score = evaluate(inst, plan.choice, plan.mix)[0]
+    assert plan.solver["objective"] == pytest.approx(score, rel=1e-9)
+    assert plan.solver["gap"] <= 0.01
+    assert plan.breakdown["ssd"] >= inst.ssd_latency_cycles  # it reads the SSD and pays for it
+
+
+def _table(**change):
+    fields = dict(name="t0", rows=100, row_bytes=64, lookups=50.0, ks=(0, 10, 100),
+                  cov=(0.0, 0.7, 1.0), tt_options=((8, 4000, 3.0),))
+    fields.update(change)
+    return TableInput(**fields)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"rows": -5}, r"table 't0': rows = -5: must be >= 1"),
+    ({"rows": 2.5}, r"rows = 2.5: must be an integer"),
+    ({"row_bytes": 0}, r"row_bytes = 0: must be >= 1"),
+    ({"lookups": -1.0}, r"table 't0': lookups = -1.0: must be >= 0"),
+    ({"lookups": float("nan")}, r"lookups = nan: must be finite"),
+    ({"lookups": float("inf")}, r"lookups = inf: must be finite"),
+    ({"ks": (0, -10, 100)}, r"ks\[1\] = -10: must be >= 0"),
+    ({"ks": (0, 10, 150)}, r"ks\[2\] = 150: must be <= 100"),
+    ({"ks": (0, 10, 90)}, r"ks = \(0, \.\.\., 90\): must run from 0 to rows = 100"),
+    ({"ks": (0, 50, 10, 100), "cov": (0.0, 0.5, 0.6, 1.0)}, r"ks\[2\] = 10: must exceed"),
+    ({"cov": (0.0, 0.7, 0.8)}, r"coverage\[2\] = 0.8: all rows serve every access, must be 1"),
+    ({"ks": (0, 10, 50, 100), "cov": (0.0, 0.9, 0.8, 1.0)}, r"coverage\[2\] = 0.8: decreases"),
+    ({"cov": (0.0, 1.2, 1.0)}, r"coverage\[1\] = 1.2: must be <= 1.0"),
+    ({"cov": (0.0, float("nan"), 1.0)}, r"coverage\[1\] = nan: must be finite"),
+    ({"cov": (0.1, 0.7, 1.0)}, r"coverage\[0\] = 0.1: .*must be 0"),
+    ({"cov": (0.0, 0.7)}, r"ks has 3 breakpoints and coverage 2"),
+    ({"tt_options": ((8, -4000, 3.0),)}, r"tt_options\[0\].core_bytes = -4000: must be >= 0"),
+    ({"tt_options": ((8, 4000, 0.0),)}, r"tt_options\[0\].cycles_per_lookup = 0.0: must be > 0"),
+    ({"tt_options": ((8, 4000),)}, r"tt_options\[0\] = \(8, 4000\): must be"),
+    ({"tt_options": (), "dense_allowed": False}, r"no tt_options: the table has no placement"),
+])
+def test_bad_table_inputs_name_the_table_and_the_field(change, message):
+    with pytest.raises(PlanError, match=message):
+        _table(**change)
+
+
+def _instance(**change):
+    t = _table()
+    fields = dict(tables=(t,), mixes=((1, 0), (0, 1)),
+                  capacity={"bram": 10**5, "dram": 10**6, "ssd": 10**9},
+                  dram_bytes_per_access={"t0": 64}, dram_bytes_per_cycle=76.8,
+                  ssd_bytes_per_access=4096, ssd_bytes_per_cycle=12.0,
+                  gather_cycles_per_row={"t0": 1}, mlp_cycles=100.0, batch=256, clock_mhz=250.0)
+    fields.update(change)
+    return Instance(**fields)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"tables": ()}, r"tables: must be a non-empty sequence"),
+    ({"tables": (_table(), _table())}, r"names \['t0'\] appear more than once"),
+    ({"mixes": ()}, r"mixes = \(\): no core mix"),
+    ({"mixes": ((0, 0),)}, r"mixes\[0\] = \(0, 0\): a mix needs at least one core"),
+    ({"mixes": ((-1, 2),)}, r"mixes\[0\] gather cores = -1: must be >= 0"),
+    ({"capacity": {"bram": 1, "dram": 1}}, r"capacity has tiers \['bram', 'dram'\]"),
+    ({"capacity": {"bram": -1, "dram": 1, "ssd": 1}}, r"capacity\['bram'\] = -1: must be >= 0"),
+    ({"dram_bytes_per_access": {}}, r"dram_bytes_per_access has no entry for table 't0'"),
+    ({"gather_cycles_per_row": {"t0": float("nan")}},
+     r"gather_cycles_per_row\['t0'\] = nan: must be finite"),
+    ({"dram_bytes_per_cycle": 0.0}, r"dram_bytes_per_cycle = 0.0: must be > 0"),
+    ({"ssd_latency_cycles": -3.0}, r"ssd_latency_cycles = -3.0: must be >= 0"),
+    ({"router_cycles": float("inf")}, r"router_cycles = inf: must be finite"),
+    ({"mlp_cycles": -1.0}, r"mlp_cycles = -1.0: must be >= 0"),
+    ({"batch": 0}, r"batch = 0: must be >= 1"),
+])
+def test_bad_instance_inputs_name_the_field(change, message):
+    with pytest.raises(PlanError, match=message):
+        _instance(**change)
+
+
+def test_bad_solver_arguments_and_statistics_for_another_table(demo_config):
+    inst = _instance()
+    with pytest.raises(PlanError, match=r"solve: time_limit = 0: must be > 0"):
+        solve(inst, time_limit=0)
+    with pytest.raises(PlanError, match=r"solve: gap = -0.1: must be >= 0"):
+        solve(inst, gap=-0.1)
+    stats = [zipf_coverage(t.rows, 1.0, accesses=100, bags=100) for t in demo_config.model.tables]
+    stats[2] = zipf_coverage(demo_config.model.tables[2].rows + 5, 1.0)
+    name = demo_config.model.tables[2].name
+    with pytest.raises(PlanError, match=rf"table '{name}': statistics for \d+ rows, the table "
+                                        r"has \d+: breakpoints must lie within the table"):
+        build_instance(demo_config, stats, 256)
+    with pytest.raises(PlanError, match=r"build_instance: batch = -4: must be >= 1"):
+        build_instance(demo_config, stats, -4)

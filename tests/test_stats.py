@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from screc.sw.stats import (
+    TableStats,
     TraceError,
     analyse_npz,
     remap_permutation,
@@ -84,3 +85,20 @@ def test_analytic_zipf_coverage_matches_sampling():
     curve = dict(zip(sampled.ks, sampled.coverage))
     assert set(analytic.ks) <= set(curve)
     assert np.allclose([curve[k] for k in analytic.ks], analytic.coverage, atol=0.03)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"rows": 0}, r"TableStats: rows = 0: must be >= 1"),
+    ({"accesses": -1}, r"TableStats: accesses = -1: must be >= 0"),
+    ({"unique": 101}, r"TableStats: unique = 101: must be <= 100"),
+    ({"empty_bags": 11}, r"TableStats: empty_bags = 11: must be <= 10"),
+    ({"ks": (0, 10, 120)}, r"TableStats: ks\[2\] = 120: must be <= 100"),
+    ({"coverage": (0.0, 0.7, 0.5)}, r"TableStats: coverage\[2\] = 0.5"),
+    ({"coverage": (0.0, float("inf"), 1.0)}, r"coverage\[1\] = inf: must be finite"),
+])
+def test_bad_statistics_name_the_field(change, message):
+    fields = dict(rows=100, accesses=50, unique=20, bags=10, batches=1, ks=(0, 10, 100),
+                  coverage=(0.0, 0.7, 1.0))
+    fields.update(change)
+    with pytest.raises(ValueError, match=message):
+        TableStats(**fields)

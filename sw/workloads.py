@@ -1,0 +1,44 @@
+"""Named planning workloads too large to trace: table shapes and analytic access statistics.
+
+``meta_856`` is shaped after Meta's 2021 ``dlrm_datasets`` release (856 tables): rows 10^2 to
+10^7.5 (log-uniform), dims 64 to 256, pooling factors 1 to 40, Zipf(0.8-1.3) access skew; about
+736 GB of fp32-equivalent rows at the config's element width — a TB-scale model. Tables over
+100,000 rows may be TT-compressed (FBTT-style shapes, ranks 16 or 32). It is not a
+dot-interaction DLRM (dims differ), so it is planned with an MLP cost given by the caller.
+"""
+
+import numpy as np
+
+from .config import TableConfig, TTConfig
+from .stats import zipf_coverage
+from .tt import suggested_q_shapes, suggested_tt_shapes
+
+__all__ = ["meta_scale", "WORKLOADS"]
+
+META_BATCH = 4096
+"""The batch the Meta-scale workload is planned for."""
+
+
+def meta_scale(tables: int = 856, seed: int = 0):
+    """``(table configs, TableStats)`` of a synthetic Meta-scale model with ``tables`` tables;
+    the same ``seed`` and ``tables`` give the same model."""
+    if not isinstance(tables, int) or tables < 1:
+        raise ValueError(f"meta_scale: tables = {tables!r}: must be a positive integer")
+    rng = np.random.default_rng(seed)
+    out, stats = [], []
+    for t in range(tables):
+        rows = int(10 ** rng.uniform(2, 7.5))
+        dim = int(rng.choice([64, 128, 192, 256]))
+        pooling = float(rng.choice([1, 2, 5, 10, 20, 40]))
+        tt = None
+        if rows > 100_000:
+            tt = TTConfig(suggested_tt_shapes(rows), suggested_q_shapes(dim), (32, 32))
+        out.append(TableConfig(f"t{t}", rows, dim, pooling, int(pooling * 4), tt,
+                               (16, 32) if tt else ()))
+        stats.append(zipf_coverage(rows, float(rng.uniform(0.8, 1.3)), accesses=int(pooling),
+                                   bags=1))
+    return out, stats
+
+
+WORKLOADS = {"meta_856": lambda: meta_scale(856, 0)}
+"""Workloads by name: each gives ``(table configs, TableStats)``."""
