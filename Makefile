@@ -58,15 +58,15 @@ plan: $(STAMP)
 sim: $(STAMP)
 	$(VENV)/bin/screc sim $(CONFIG) $(if $(WAVES),--waves)
 
-# Optional: PyTorch (CPU build) for the CPU baseline of `make sim` and bench_e2e.py.
+# Optional: PyTorch for the baselines of `make sim` and bench_baselines.py, installed by name:
+# your pip configuration chooses the index (and so whether you get the CPU-only build).
 BENCH_STAMP := $(VENV)/.screc-bench-installed
 $(BENCH_STAMP): $(STAMP)
-	$(PY) -m pip install --quiet torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu \
-		--extra-index-url https://pypi.org/simple
+	$(PY) -m pip install --quiet -e '.[bench]'
 	@touch $@
 bench-deps: $(BENCH_STAMP)
 
-bench: $(STAMP)
+bench: $(BENCH_STAMP)
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:

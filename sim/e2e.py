@@ -10,15 +10,17 @@ from pathlib import Path
 
 import numpy as np
 
+from screc.sw.baselines import measure, torch
 from screc.sw.device import DeviceModel, flag_names
-from screc.sw.flow import make_batch, predict_batch, prepare_device
+from screc.sw.flow import make_batch, planned_qps, predict_batch, prepare_device
+from screc.sw.golden import dlrm_forward_float
 
 from .device_runs import run_device
 
-__all__ = ["simulate", "cpu_baselines", "plot_report"]
+__all__ = ["simulate", "reference_speed", "measured_baselines", "load_baselines", "compare",
+           "plot_report", "write_report"]
 
-DENSE_CHUNK = 1 << 16
-"""Rows of a TT table rebuilt at a time for the PyTorch baseline (bounded temporary memory)."""
+BASELINE_BATCHES = (256, 4096, 65536)
 
 
 def _best_time(fn, repeat=3):
@@ -30,76 +32,116 @@ def _best_time(fn, repeat=3):
     return best
 
 
-def cpu_baselines(setup, dense, bags) -> dict:
-    """Queries per second on this machine for the same batch: the golden model's float path,
-    and PyTorch's CPU ``nn.EmbeddingBag`` + ``nn.Linear`` DLRM with the same weights (dense
-    tables in DRAM; only if PyTorch is installed)."""
-    from screc.sw.golden import dlrm_forward_float
-
+def reference_speed(setup, dense, bags) -> dict:
+    """Queries/s of the golden model's float path on the simulated batch: how fast the
+    reference model runs here, not a baseline (nobody would serve with it)."""
     n = len(dense)
-    out = {"golden_float": {"qps": n / _best_time(lambda: dlrm_forward_float(setup.fparams,
-                                                                             dense, bags)),
-                            "what": "screc golden model, float32 NumPy path"}}
+    return {"qps": n / _best_time(lambda: dlrm_forward_float(setup.fparams, dense, bags)),
+            "what": "screc golden model, float32 NumPy path"}
+
+
+def measured_baselines(setup, batches=BASELINE_BATCHES, min_time: float = 0.5,
+                       log=print) -> list:
+    """The PyTorch baseline records measured now on this machine (:func:`measure`): the CPU
+    (threads = the free cores), and the GPU where CUDA is available; empty without PyTorch."""
+    if torch is None:
+        log("[baseline] PyTorch is not installed (make bench-deps): no baseline measured")
+        return []
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    out = []
+    for device in devices:
+        rec = measure(setup.fparams, device=device, batches=batches, min_time=min_time, log=log)
+        rec["source"] = "measured in this run"
+        out.append(rec)
+    return out
+
+
+def load_baselines(path, model_name: str) -> list:
+    """Baseline records for ``model_name`` from a ``baselines.json`` written by
+    benchmarks/bench_baselines.py elsewhere (e.g. on a GPU machine), labelled with the file."""
+    path = Path(path)
     try:
-        import torch
-    except ImportError:
-        out["pytorch"] = {"qps": None, "what": "not installed: make bench-deps (torch==2.13.0 "
-                                               "CPU build)"}
-        return out
-    fp = setup.fparams
-    need = sum(t.rows * t.dim * 4 for t in fp.config.tables)
-    free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    if need > free // 2:
-        out["pytorch"] = {"qps": None, "what": f"skipped: dense float32 tables need "
-                                               f"{need / 2**30:.1f} GiB, {free / 2**30:.1f} "
-                                               "GiB free"}
-        return out
-    with torch.no_grad():
-        tables = []
-        for t, tcfg in enumerate(fp.config.tables):
-            weight = np.empty((tcfg.rows, tcfg.dim), dtype=np.float32)
-            for lo in range(0, tcfg.rows, DENSE_CHUNK):
-                hi = min(tcfg.rows, lo + DENSE_CHUNK)
-                weight[lo:hi] = fp.table_rows(t, np.arange(lo, hi))
-            tables.append(torch.nn.EmbeddingBag.from_pretrained(torch.from_numpy(weight),
-                                                                mode="sum"))
+        doc = json.loads(path.read_text())
+        records = doc["records"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{path}: not a baselines.json ({e})") from e
+    out = []
+    for rec in records:
+        if rec.get("model") == model_name:
+            rec = dict(rec, source=f"measured elsewhere: {path} ({doc.get('written', '?')})")
+            out.append(rec)
+    return out
 
-        def mlp(layers, last_relu):
-            mods = []
-            for i, (w, b) in enumerate(layers):
-                lin = torch.nn.Linear(w.shape[1], w.shape[0])
-                lin.weight.copy_(torch.from_numpy(np.asarray(w, np.float32)))
-                lin.bias.copy_(torch.from_numpy(np.asarray(b, np.float32)))
-                mods.append(lin)
-                if i < len(layers) - 1 or last_relu:
-                    mods.append(torch.nn.ReLU())
-            return torch.nn.Sequential(*mods)
 
-        bottom, top = mlp(fp.bottom, True), mlp(fp.top, False)
-        x_dense = torch.from_numpy(np.asarray(dense, np.float32))
-        inputs = [(torch.from_numpy(b.indices), torch.from_numpy(b.offsets)) for b in bags]
-        iu = torch.triu_indices(len(bags) + 1, len(bags) + 1, offset=1)
+def _label(rec: dict, mode: str) -> str:
+    where = (f"{rec['threads']}-thread CPU" if rec["kind"] == "cpu" else "GPU")
+    return f"{rec['device']} ({where}, PyTorch {rec['torch']}, TT as {mode})"
 
-        def forward():
-            x = bottom(x_dense)
-            feats = torch.stack([x] + [emb(i, o) for emb, (i, o) in zip(tables, inputs)], 1)
-            z = torch.bmm(feats, feats.transpose(1, 2))[:, iu[1], iu[0]]
-            return top(torch.cat([x, z], 1))[:, 0]
 
-        logits = forward().numpy()
-        ref = dlrm_forward_float(fp, dense, bags)
-        out["pytorch"] = {"qps": n / _best_time(forward, repeat=5),
-                          "what": f"PyTorch {torch.__version__} CPU, nn.EmbeddingBag + "
-                                  f"nn.Linear, {torch.get_num_threads()} threads",
-                          "max_abs_diff_vs_golden_float": float(np.abs(logits - ref).max())}
+def _short_label(rec: dict, mode: str) -> str:
+    if rec["kind"] == "cpu":
+        return f"CPU {rec['threads']}t, TT {mode}"
+    return f"{' '.join(rec['device'].replace('NVIDIA ', '').split()[:1])}, TT {mode}"
+
+
+def compare(report: dict, setup, records: list) -> dict:
+    """The device next to every baseline point: at the same batch (the device at the
+    simulated batch is the RTL's figure; at other batches the planner's for the same device)
+    and at the baseline's best batch; energy per query, each figure marked measured or
+    modelled. The headline speedup: the simulated device against the best measured baseline
+    at its best batch."""
+    cfg = setup.cfg
+    sim_batch = report["queries"]
+    device = {sim_batch: {"qps": report["projected_qps"], "source": "RTL simulation"}}
+    err = report["planner"]["error"]
+    for rec in records:
+        for v in rec["modes"].values():
+            for pt in v["points"]:
+                if pt["batch"] not in device:
+                    plan = planned_qps(setup, pt["batch"])
+                    device[pt["batch"]] = {"qps": plan["qps"], "source": (
+                        f"planner (RTL-checked at batch {sim_batch}: {err:+.1%})")}
+    watts = cfg.device.board_watts
+    for d in device.values():
+        d["queries_per_joule"] = d["qps"] / watts
+    rows = []
+    for rec in records:
+        for mode, v in rec["modes"].items():
+            for pt in v["points"]:
+                if not pt["qps"]:
+                    continue
+                dev = device[pt["batch"]]
+                rows.append({"baseline": _label(rec, mode), "short": _short_label(rec, mode),
+                             "source": rec["source"],
+                             "batch": pt["batch"], "qps": pt["qps"], "stable": pt["stable"],
+                             "queries_per_joule": pt["queries_per_joule"],
+                             "power": pt["power_source"], "device_qps": dev["qps"],
+                             "device_source": dev["source"],
+                             "speedup_same_batch": dev["qps"] / pt["qps"],
+                             "energy_ratio_same_batch": (dev["queries_per_joule"]
+                                                         / pt["queries_per_joule"]
+                                                         if pt["queries_per_joule"] else None)})
+    out = {"device": {"clock_mhz": cfg.device.clock_mhz, "board_watts": watts,
+                      "power": f"modelled: {watts:g} W board envelope (config device."
+                               "board_watts)", "by_batch": device},
+           "rows": rows}
+    if rows:
+        best = max(rows, key=lambda r: r["qps"])
+        out["best_baseline"] = best
+        out["headline"] = {
+            "speedup": report["projected_qps"] / best["qps"],
+            "what": (f"device at batch {sim_batch} (RTL, {cfg.device.clock_mhz:g} MHz) vs "
+                     f"{best['baseline']} at its best batch {best['batch']}"),
+            "baseline_stable": best["stable"]}
     return out
 
 
 def simulate(cfg, batch: int = 256, seed: int = 7, waves: bool = False, bad=(), corners=True,
              progress: bool = True, baselines: bool = True, log=print, name="device",
-             **run_kwargs) -> dict:
+             baseline_batches=BASELINE_BATCHES, baseline_files=(), **run_kwargs) -> dict:
     """The whole flow; returns the report (``report["match"]`` says whether every logit
-    equals the golden model's)."""
+    equals the golden model's). ``baselines``: time the PyTorch baselines here afterwards
+    (and add the records of ``baseline_files``, measured elsewhere) and compare."""
     if waves:
         _check_fst_headers()
         name = f"{name}_waves"
@@ -122,12 +164,13 @@ def simulate(cfg, batch: int = 256, seed: int = 7, waves: bool = False, bad=(), 
     report["planner"].update({
         "predicted_for_batch": batch_pred["cycles"], "stages_for_batch": batch_pred["stages"],
         "error": (batch_pred["cycles"] - report["cycles"]) / report["cycles"]})
+    report["reference_model"] = reference_speed(setup, dense, bags)
     if baselines:
-        report["cpu"] = cpu_baselines(setup, dense, bags)
-        best_name, best = max(((k, v) for k, v in report["cpu"].items() if v["qps"]),
-                              key=lambda kv: kv[1]["qps"])
-        report["cpu_best"] = {"name": best_name, "qps": best["qps"]}
-        report["speedup"] = report["projected_qps"] / best["qps"]
+        # timed after the simulation has finished, so that it has the CPU to itself
+        records = measured_baselines(setup, baseline_batches, log=log)
+        for path in baseline_files:
+            records += load_baselines(path, cfg.model.name)
+        report["baselines"] = compare(report, setup, records)
     return report
 
 
@@ -232,13 +275,19 @@ def plot_report(report: dict, path) -> Path:
     axes[1].bar(tiers, [report["tiers"][t]["bandwidth_util"] for t in tiers], color="tab:green")
     axes[1].set_ylim(0, 1)
     axes[1].set_title("tier bandwidth used / physical limit")
-    bars = {"device (projected)": report["projected_qps"]}
-    for k, v in report.get("cpu", {}).items():
-        if v["qps"]:
-            bars[f"CPU {k}"] = v["qps"]
+    cmp = report.get("baselines", {})
+    bars = {f"device b{b}": d["qps"] for b, d in sorted(cmp.get("device", {})
+                                                        .get("by_batch", {}).items())}
+    bars = bars or {f"device b{report['queries']}": report["projected_qps"]}
+    best = {}
+    for row in cmp.get("rows", []):
+        if row["qps"] > best.get(row["baseline"], {"qps": 0})["qps"]:
+            best[row["baseline"]] = row
+    for row in best.values():
+        bars[f"{row['short']} b{row['batch']}"] = row["qps"]
     axes[2].bar(list(bars), list(bars.values()), color="tab:orange")
     axes[2].set_yscale("log")
-    axes[2].set_title("queries / s")
+    axes[2].set_title("queries/s: device (RTL/planner), baselines at best batch")
     for ax in axes:
         ax.tick_params(axis="x", rotation=30)
     fig.suptitle(f"screc sim: {report['queries']} queries, {report['cycles']:,} cycles, "

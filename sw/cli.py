@@ -13,6 +13,18 @@ __all__ = ["main"]
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "demo.toml"
 
 
+def _positive_ints(text: str) -> tuple[int, ...]:
+    """``"256,4096"`` -> ``(256, 4096)``; an argparse type, so a bad list is a usage error."""
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected positive integers separated by "
+                                          "commas")
+    return values
+
+
 def _fmt_bytes(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if abs(n) < 1024 or unit == "TiB":
@@ -319,7 +331,8 @@ def cmd_sim(args) -> int:
 
     cfg = load_config(args.config)
     report = simulate(cfg, batch=args.batch, seed=args.seed, waves=args.waves,
-                      baselines=not args.no_baselines)
+                      baselines=not args.no_baselines, baseline_files=args.baselines or (),
+                      baseline_batches=tuple(args.baseline_batches))
     out = write_report(report, args.out)
     png = plot_report(report, Path(args.out).with_suffix(".png"))
     pl, sim = report["planner"], report["sim"]
@@ -342,12 +355,25 @@ def cmd_sim(args) -> int:
           f"(build {sim['build_s']:.1f} s)")
     print(f"  projected: {report['projected_qps']:,.0f} queries/s at "
           f"{report['clock_mhz']:.0f} MHz")
-    for name, base in report.get("cpu", {}).items():
-        qps = f"{base['qps']:,.0f} queries/s" if base["qps"] else "-"
-        print(f"  CPU {name:<13} {qps:>18}  ({base['what']})")
-    if "speedup" in report:
-        print(f"  speedup vs the faster CPU baseline ({report['cpu_best']['name']}): "
-              f"{report['speedup']:.1f}x")
+    ref = report["reference_model"]
+    print(f"  reference model speed: {ref['qps']:,.0f} queries/s ({ref['what']})")
+    cmp = report.get("baselines")
+    if cmp:
+        for b, d in sorted(cmp["device"]["by_batch"].items()):
+            print(f"  device   batch {b:>6}: {d['qps']:>14,.0f} queries/s ({d['source']}), "
+                  f"{d['queries_per_joule']:,.0f} queries/J (modelled "
+                  f"{cmp['device']['board_watts']:g} W)")
+        for row in cmp["rows"]:
+            flag = "" if row["stable"] else "  UNSTABLE timing"
+            qpj = (f", {row['queries_per_joule']:,.0f} queries/J"
+                   if row["queries_per_joule"] else "")
+            print(f"  baseline batch {row['batch']:>6}: {row['qps']:>14,.0f} queries/s "
+                  f"{row['baseline']}{qpj}; device {row['speedup_same_batch']:.2f}x at this "
+                  f"batch{flag}")
+        if "headline" in cmp:
+            h = cmp["headline"]
+            print(f"  speedup {h['speedup']:.2f}x: {h['what']}"
+                  + ("" if h["baseline_stable"] else " (baseline timing UNSTABLE)"))
     print(f"  report: {out}, plot: {png}" + (f", waves: {report['waves']}"
                                               if "waves" in report else ""))
     if not report["match"]:
@@ -404,7 +430,13 @@ def main(argv=None) -> int:
     sim.add_argument("--batch", type=int, default=256, help="queries in the batch")
     sim.add_argument("--seed", type=int, default=7)
     sim.add_argument("--waves", action="store_true", help="write an FST of the run")
-    sim.add_argument("--no-baselines", action="store_true", help="skip the CPU baselines")
+    sim.add_argument("--no-baselines", action="store_true",
+                     help="skip the PyTorch baselines")
+    sim.add_argument("--baseline-batches", type=_positive_ints, default=(256, 4096, 65536),
+                     help="batch sizes of the baselines (comma-separated)")
+    sim.add_argument("--baselines", action="append", metavar="JSON",
+                     help="also compare with the records of a baselines.json measured "
+                          "elsewhere (benchmarks/bench_baselines.py), e.g. on a GPU")
     sim.add_argument("--out", default="build/report/sim.json")
     sim.set_defaults(func=cmd_sim)
 

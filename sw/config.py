@@ -172,6 +172,9 @@ class DeviceConfig:
     tt_lanes: int = 16
     gather_port_bytes: int = 64
     gather_outstanding: int = 128
+    board_watts: float = 25.0
+    """Power model of the whole board (FPGA, DRAM, flash) for queries per joule: the SmartSSD's
+    25 W board envelope unless the config says otherwise; a modelled figure, not a reading."""
 
     def tier(self, name: str) -> TierConfig:
         for t in self.tiers:
@@ -373,6 +376,7 @@ def _read_tier(sec: _Section, name: str) -> TierConfig:
 def _read_device(sec: _Section) -> DeviceConfig:
     name = sec.str("name")
     clock = sec.float("clock_mhz", lo=1.0, hi=2000.0)
+    board_watts = sec.float("board_watts", default=25.0, lo=0.0, lo_open=True, hi=10000.0)
     tiers_sec = sec.section("tiers")
     tiers = tuple(_read_tier(tiers_sec.section(n), n) for n in TIER_NAMES)
     tiers_sec.done()
@@ -412,7 +416,7 @@ def _read_device(sec: _Section) -> DeviceConfig:
                 slow.latency_ns,
                 f"must not be lower than {fast.name}.latency_ns ({fast.latency_ns})",
             )
-    return DeviceConfig(name, clock, tiers, fpga, tt_lanes, port, outstanding)
+    return DeviceConfig(name, clock, tiers, fpga, tt_lanes, port, outstanding, board_watts)
 
 
 def _read_numerics(sec: _Section) -> NumericsConfig:

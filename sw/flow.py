@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["table_alphas", "DeviceSetup", "prepare_device", "make_batch"]
+__all__ = ["table_alphas", "DeviceSetup", "prepare_device", "make_batch", "planned_qps",
+           "predict_batch", "device_image"]
 
 BATCH_GAP = 4096
 
@@ -29,6 +30,8 @@ class DeviceSetup:
     remap: list
     batch_size: int
     counts: list
+    stats: list
+    """The trace's :class:`screc.sw.stats.TableStats` per table (what the plan was made from)."""
 
 
 def plan_config(cfg, batch: int = 256, trace_batches: int = 8, time_limit: float = 60.0,
@@ -61,7 +64,8 @@ def prepare_device(cfg, batch: int = 256, trace_batches: int = 8, time_limit: fl
     qmodel = quantize_dlrm(fparams, cfg.numerics, generate_batch(cfg.model, 512, 1))
     image, params, remap = device_image(cfg, plan, [c for _, c in analysed], qmodel)
     counts = [c for _, c in analysed]
-    return DeviceSetup(cfg, plan, params, qmodel, fparams, image, remap, batch, counts)
+    return DeviceSetup(cfg, plan, params, qmodel, fparams, image, remap, batch, counts,
+                       [s for s, _ in analysed])
 
 
 def _set_first(bag, s: int, value: int):
@@ -155,6 +159,22 @@ def write_file(path, blob: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(blob)
     return path
+
+
+def planned_qps(setup: DeviceSetup, batch: int) -> dict:
+    """The planned device's queries/s at another batch size, from the planner's cost model
+    (the same device: its shard map and core mix; the workload's statistics scaled to
+    ``batch``)."""
+    from .planner import build_instance, choice_from_dict, evaluate, pipeline_cycles
+
+    inst = build_instance(setup.cfg, setup.stats, batch)
+    result = evaluate(inst, *choice_from_dict(inst, setup.plan))
+    if result is None:
+        raise ValueError(f"the planned device does not fit the workload at batch {batch}")
+    cycles = pipeline_cycles(result[1], inst.tiles)
+    return {"batch": batch, "cycles": cycles,
+            "qps": batch / (cycles / (setup.cfg.device.clock_mhz * 1e6)),
+            "bottleneck": max(result[1], key=result[1].get)}
 
 
 def predict_batch(setup: DeviceSetup, bags) -> dict:

@@ -44,6 +44,8 @@ def test_config_hash_is_stable_and_sensitive():
 
 
 CASES = [
+    ("device.board_watts", 0.0, "device.board_watts", "must be > 0.0"),
+    ("device.board_watts", float("nan"), "device.board_watts", "must be a finite number"),
     ("model.dense_features", 0, "model.dense_features", "must be >= 1"),
     ("model.dense_features", "13", "model.dense_features", "must be an integer"),
     ("model.dense_features", True, "model.dense_features", "must be an integer"),
