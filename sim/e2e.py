@@ -4,7 +4,6 @@ utilisation, per-tier traffic, simulation speed, projected throughput, the plann
 CPU baselines measured on this machine)."""
 
 import json
-import os
 import time
 from pathlib import Path
 

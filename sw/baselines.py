@@ -26,17 +26,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .golden import BagBatch, _tril_pairs, dlrm_forward_float
+from .golden import BagBatch, tril_pairs, dlrm_forward_float
 from .model import DlrmParams, generate_batch
-from .tt import tt_reconstruct
 
 try:
     import torch
 except ImportError:  # optional: the bench extra
     torch = None
 
-__all__ = ["BaselineError", "TorchDlrm", "build_baseline", "time_baseline", "free_cores",
-           "LOGIT_TOLERANCE", "STABILITY", "DEFAULT_BATCHES", "TT_MODES"]
+__all__ = ["BaselineError", "Baseline", "TorchDlrm", "build_baseline", "time_baseline",
+           "measure", "free_cores", "device_name", "LOGIT_TOLERANCE", "STABILITY",
+           "DEFAULT_BATCHES", "TT_MODES", "CPU_WATTS_PER_CORE"]
 
 LOGIT_TOLERANCE = 1e-4
 """Largest |logit difference| allowed between the PyTorch model and the golden float model."""
@@ -154,7 +154,7 @@ class TorchDlrm(torch.nn.Module if torch else object):
                 weight = _tt_dense(params.tables[t], tcfg.rows)
             self.tables.append(torch.nn.EmbeddingBag.from_pretrained(
                 weight, mode="sum", freeze=True))
-        li, lj = np.array(_tril_pairs(len(model.tables) + 1)).T
+        li, lj = np.array(tril_pairs(len(model.tables) + 1)).T
         self.register_buffer("pair_i", torch.from_numpy(li.astype(np.int64)))
         self.register_buffer("pair_j", torch.from_numpy(lj.astype(np.int64)))
 

@@ -30,6 +30,7 @@ __all__ = [
     "mlp_layer_float",
     "interaction_int",
     "interaction_float",
+    "tril_pairs",
     "dlrm_forward_int",
     "dlrm_forward_float",
     "sigmoid",
@@ -310,7 +311,10 @@ def mlp_layer_float(x, weight, bias, relu: bool) -> np.ndarray:
     return np.maximum(y, 0) if relu else y
 
 
-def _tril_pairs(n):
+def tril_pairs(n):
+    """The dot interaction's feature pairs ``(i, j)``, ``j < i``, in row-major order: the
+    order of the top MLP's inputs, which the MLP core's DOT instruction produces too; the golden
+    model and the PyTorch baselines take it from here."""
     return [(i, j) for i in range(n) for j in range(i)]
 
 
@@ -320,7 +324,7 @@ def interaction_int(bottom_out, pooled, act_frac: int, act_bits: int) -> np.ndar
     ``act_frac``, concatenated after ``x``."""
     feats = np.stack([bottom_out, *pooled], axis=1).astype(np.int64)
     z = np.einsum("bid,bjd->bij", feats, feats)
-    li, lj = np.array(_tril_pairs(feats.shape[1])).T
+    li, lj = np.array(tril_pairs(feats.shape[1])).T
     dots = requantize(z[:, li, lj], act_frac, act_bits)
     return np.concatenate([feats[:, 0], dots], axis=1)
 
@@ -328,7 +332,7 @@ def interaction_int(bottom_out, pooled, act_frac: int, act_bits: int) -> np.ndar
 def interaction_float(bottom_out, pooled) -> np.ndarray:
     feats = np.stack([bottom_out, *pooled], axis=1).astype(np.float32)
     z = np.einsum("bid,bjd->bij", feats, feats)
-    li, lj = np.array(_tril_pairs(feats.shape[1])).T
+    li, lj = np.array(tril_pairs(feats.shape[1])).T
     return np.concatenate([feats[:, 0], z[:, li, lj]], axis=1)
 
 

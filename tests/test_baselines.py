@@ -43,7 +43,7 @@ def test_pytorch_dlrm_equals_the_golden_float_model(name, tt_mode):
 
 def test_a_baseline_with_another_pair_order_is_refused(demo_params, monkeypatch):
     # the old baseline's order: (1,0),(2,0),(3,0),...,(2,1),... instead of row-major
-    monkeypatch.setattr(baselines, "_tril_pairs",
+    monkeypatch.setattr(baselines, "tril_pairs",
                         lambda n: [(i, j) for j in range(n) for i in range(j + 1, n)])
     with pytest.raises(BaselineError, match=r"differs from the golden float model by .* > "):
         build_baseline(demo_params, "dense")
