@@ -178,41 +178,28 @@ def planned_qps(setup: DeviceSetup, batch: int) -> dict:
 
 
 def predict_batch(setup: DeviceSetup, bags) -> dict:
-    """The planner's cost model applied to one batch's own lookups (original indices): the
-    tier each row is read from follows from the remapper and the plan's thresholds. Separates
-    the model's error from the difference between the trace and the batch."""
-    from .image import row_bytes
-    from .planner import pipeline_cycles
+    """The planner's cost model (:func:`screc.sw.planner.stage_cycles`) applied to one batch's
+    own lookups (original indices): the tier each row is read from follows from the remapper
+    and the plan's thresholds, the gather work from the device's table-to-core dealing.
+    Separates the model's error from the difference between the trace and the batch."""
+    from .planner import TableLoad, build_instance, pipeline_cycles, stage_cycles
 
-    cfg, plan, p = setup.cfg, setup.plan, setup.params
-    dev = cfg.device
-    mhz = dev.clock_mhz
-    dram, ssd = dev.tier("dram"), dev.tier("ssd")
-    rb = row_bytes(cfg.model.emb_dim, cfg.numerics.emb_bits)
-    parts = dict.fromkeys(("dram", "ssd", "gather", "tt", "router", "mlp"), 0.0)
-    parts["router"] = float(sum(max(1, hi - lo) for bag in bags
-                                for lo, hi in zip(bag.offsets,
-                                                  np.append(bag.offsets[1:], bag.indices.size))))
-    per_core = [0.0] * len(p.gather)
-    ssd_reads = 0
+    plan, p = setup.plan, setup.params
+    inst = build_instance(setup.cfg, setup.stats, setup.batch_size)
+    records = sum(max(1, hi - lo) for bag in bags
+                  for lo, hi in zip(bag.offsets, np.append(bag.offsets[1:], bag.indices.size)))
+    loads = []
     for t, (rec, route, bag) in enumerate(zip(plan["tables"], p.routes, bags)):
         idx = bag.indices[(bag.indices >= 0) & (bag.indices < route.rows)]
         if route.kind == "tt":
-            parts["tt"] = max(parts["tt"], idx.size * rec["tt_cycles_per_lookup"])
+            loads.append(TableLoad(tt=idx.size, tt_cycles=rec["tt_cycles_per_lookup"]))
             continue
         new = setup.remap[t][idx]
         k1, k2 = rec["k_bram"], rec["k_bram"] + rec["k_dram"]
-        n_dram = int(((new >= k1) & (new < k2)).sum())
-        n_ssd = int((new >= k2).sum())
-        parts["dram"] += n_dram * (-(-rb // dram.access_bytes) * dram.access_bytes) / \
-            dram.bytes_per_cycle(mhz)
-        parts["ssd"] += n_ssd * ssd.access_bytes / ssd.bytes_per_cycle(mhz)
-        ssd_reads += n_ssd
-        per_core[route.core] += idx.size * -(-rb // dev.gather_port_bytes)
-    if ssd_reads:
-        parts["ssd"] = max(parts["ssd"], ssd.latency_cycles(mhz))
-    parts["gather"] = max(per_core, default=0.0)
-    parts["mlp"] = plan["predicted"]["cycles"]["mlp"]
-    tiles = -(-setup.batch_size // p.lanes)
-    return {"cycles": pipeline_cycles(parts, tiles), "stages": parts,
+        loads.append(TableLoad(bram=int((new < k1).sum()),
+                               dram=int(((new >= k1) & (new < k2)).sum()),
+                               ssd=int((new >= k2).sum())))
+    parts = stage_cycles(inst, loads, len(p.gather), core_of=[r.core for r in p.routes],
+                         records=records)
+    return {"cycles": pipeline_cycles(parts, inst.tiles), "stages": parts,
             "bottleneck": max(parts, key=parts.get)}

@@ -40,7 +40,8 @@ from .image import row_bytes
 
 __all__ = ["CoreCosts", "load_core_costs", "resource_generator_hash", "TableInput", "PlanError",
            "Instance", "build_instance", "instance_for", "evaluate", "solve", "greedy",
-           "brute_force", "ShardPlan", "pipeline_cycles", "choice_from_dict", "TIERS"]
+           "brute_force", "ShardPlan", "pipeline_cycles", "choice_from_dict", "TableLoad",
+           "stage_cycles", "TIERS"]
 
 TIERS = ("bram", "dram", "ssd")
 
@@ -267,6 +268,57 @@ def instance_for(dev, numerics, tables, stats, batch: int, mlp_cycles: float, co
         router_cycles=float(sum(st.pooling * batch + st.empty_share * batch for st in stats)))
 
 
+@dataclass(frozen=True)
+class TableLoad:
+    """One table's lookups in one batch by where they are served: rows read from the on-chip
+    tier, DRAM and the SSD by a gather core, or rebuilt by a TT array at ``tt_cycles`` each."""
+
+    bram: float = 0.0
+    dram: float = 0.0
+    ssd: float = 0.0
+    tt: float = 0.0
+    tt_cycles: float = 0.0
+
+    @property
+    def gathered(self) -> float:
+        return self.bram + self.dram + self.ssd
+
+
+def stage_cycles(inst: Instance, loads, gather_cores: int, core_of=None,
+                 records: float | None = None) -> dict:
+    """The cycle model, its one home: each stage's cycles for one batch from each table's
+    :class:`TableLoad` (``loads``, in table order). DRAM and SSD: bytes moved at the tier's
+    bandwidth; the SSD waits at least one latency when any table reads it (more than
+    ``SSD_EPS`` lookups); gather: each core's rows x port beats per row — with ``core_of`` (the
+    device's table-to-core dealing) the busiest core, without it the MIP's two lower bounds
+    (the work spread evenly, and the largest table, a table being served by one core); TT: the
+    busiest array (one per table); router: ``records`` (default the instance's); MLP: the
+    instance's. ``evaluate`` (from the trace's coverage) and ``flow.predict_batch`` (from one
+    batch's lookups) both call this."""
+    dram = ssd_bw = tt = 0.0
+    reads_ssd = False
+    work = []
+    for tab, load in zip(inst.tables, loads):
+        dram += load.dram * inst.dram_bytes_per_access[tab.name] / inst.dram_bytes_per_cycle
+        ssd_bw += load.ssd * inst.ssd_bytes_per_access / inst.ssd_bytes_per_cycle
+        reads_ssd |= load.ssd > SSD_EPS
+        tt = max(tt, load.tt * load.tt_cycles)
+        work.append(load.gathered * inst.gather_cycles_per_row[tab.name])
+    if core_of is not None:
+        per_core = [0.0] * max(gather_cores, 1)
+        for w, core in zip(work, core_of):
+            if w:
+                per_core[core] += w
+        gather = max(per_core)
+    else:
+        gather = max(sum(work) / gather_cores, max(work)) if gather_cores else 0.0
+    return {"dram": dram,
+            "ssd": max(ssd_bw, inst.ssd_latency_cycles) if reads_ssd else ssd_bw,
+            "gather": gather, "tt": tt,
+            "router": inst.router_cycles if records is None else float(records),
+            "mlp": inst.mlp_cycles}
+
+
 def evaluate(inst: Instance, choice, mix):
     """Exact cost of an assignment: ``choice[t]`` is ``("tt", option)`` or ``("dense", a,
     b)`` (breakpoint positions of k1 and k2). Returns (score, breakdown, usage), score = the
@@ -279,14 +331,13 @@ def evaluate(inst: Instance, choice, mix):
         return None
     ng, nt = mix
     use = dict.fromkeys(TIERS, 0.0)
-    dram_t = ssd_bw = gather_w = tt_t = gather_one = 0.0
+    loads = []
     n_tt = n_dense = 0
-    reads_ssd = False
     for tab, c in zip(inst.tables, choice):
         if c[0] == "tt":
             rank, core_bytes, cpl = tab.tt_options[c[1]]
             use["bram"] += core_bytes
-            tt_t = max(tt_t, tab.lookups * cpl)
+            loads.append(TableLoad(tt=tab.lookups, tt_cycles=cpl))
             n_tt += 1
             continue
         if not tab.dense_allowed:
@@ -299,23 +350,15 @@ def evaluate(inst: Instance, choice, mix):
         use["bram"] += k1 * tab.onchip_bytes
         use["dram"] += (k2 - k1) * tab.row_bytes
         use["ssd"] += (tab.rows - k2) * tab.row_bytes
-        dram_t += (tab.lookups * (tab.cov[b] - tab.cov[a])
-                   * inst.dram_bytes_per_access[tab.name] / inst.dram_bytes_per_cycle)
-        ssd_lookups = tab.lookups * (1 - tab.cov[b])
-        ssd_bw += ssd_lookups * inst.ssd_bytes_per_access / inst.ssd_bytes_per_cycle
-        reads_ssd |= ssd_lookups > SSD_EPS
-        work = tab.lookups * inst.gather_cycles_per_row[tab.name]
-        gather_w += work
-        gather_one = max(gather_one, work)
+        loads.append(TableLoad(bram=tab.lookups * tab.cov[a],
+                               dram=tab.lookups * (tab.cov[b] - tab.cov[a]),
+                               ssd=tab.lookups * (1 - tab.cov[b])))
     if any(use[k] > inst.capacity[k] + 1e-6 for k in use):
         return None
     if (n_dense and ng == 0) or n_tt != nt:
         return None
-    ssd_t = max(ssd_bw, inst.ssd_latency_cycles) if reads_ssd else ssd_bw
-    parts = {"dram": dram_t, "ssd": ssd_t,
-             "gather": max(gather_w / ng, gather_one) if ng else 0.0,
-             "tt": tt_t, "router": inst.router_cycles, "mlp": inst.mlp_cycles}
-    return max(parts.values()) + EPS * (dram_t + ssd_t + ng + nt), parts, use
+    parts = stage_cycles(inst, loads, ng)
+    return max(parts.values()) + EPS * (parts["dram"] + parts["ssd"] + ng + nt), parts, use
 
 
 def _options(tab):

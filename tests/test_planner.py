@@ -9,12 +9,14 @@ from screc.sw.planner import (
     Instance,
     PlanError,
     TableInput,
+    TableLoad,
     brute_force,
     build_instance,
     evaluate,
     greedy,
     instance_for,
     solve,
+    stage_cycles,
 )
 from screc.sw.stats import remap_permutation, zipf_coverage
 from screc.sw.workloads import meta_scale
@@ -286,3 +288,21 @@ def test_bad_solver_arguments_and_statistics_for_another_table(demo_config):
         build_instance(demo_config, stats, 256)
     with pytest.raises(PlanError, match=r"build_instance: batch = -4: must be >= 1"):
         build_instance(demo_config, stats, -4)
+
+
+def test_stage_cycles_is_the_one_cycle_model():
+    t0, t1 = _table(name="a"), _table(name="b", tt_options=())
+    inst = _instance(tables=(t0, t1), dram_bytes_per_access={"a": 64, "b": 64},
+                     gather_cycles_per_row={"a": 2, "b": 1}, ssd_latency_cycles=5000.0,
+                     router_cycles=77.0)
+    loads = [TableLoad(bram=10, dram=30, ssd=0), TableLoad(dram=12, ssd=2)]
+    even = stage_cycles(inst, loads, 2)
+    assert even["gather"] == max((40 * 2 + 14) / 2, 80)  # the MIP's two lower bounds
+    assert stage_cycles(inst, loads, 2, core_of=[0, 0])["gather"] == 94  # both on one core
+    assert stage_cycles(inst, loads, 2, core_of=[0, 1])["gather"] == 80
+    assert even["dram"] == pytest.approx(42 * 64 / 76.8)
+    assert even["ssd"] == 5000.0  # two SSD reads pay the whole latency
+    assert stage_cycles(inst, [loads[0], TableLoad(dram=12)], 2)["ssd"] == 0.0
+    assert even["router"] == 77.0 and stage_cycles(inst, loads, 2, records=9)["router"] == 9.0
+    tt = stage_cycles(inst, [TableLoad(tt=100, tt_cycles=3.0), TableLoad(dram=1)], 1)
+    assert tt["tt"] == 300.0 and tt["mlp"] == 100.0
