@@ -7,6 +7,7 @@ from screc.sw.numerics import Requant, dot_acc_bits
 from .ram import RTL_SOURCES
 from .gather import GatherParams
 from .mlp import MLPParams
+from .packed_mul import PackedMulParams
 from .tt_core import TTCoreParams
 
 __all__ = ["generators_for", "module_name", "RTL_SOURCES"]
@@ -36,6 +37,8 @@ def generators_for(cfg) -> dict:
         ],
         "gather": [("gather", lambda: GatherParams.for_config(cfg).create())],
         "mlp": [("mlp", lambda: MLPParams.for_config(cfg).create())],
+        "packed_mul": [("packed_mul", lambda: PackedMulParams(
+            cfg.numerics.act_bits, cfg.numerics.weight_bits).create())],
         "device_top": [("device", lambda: _planned_device(cfg).create())],
     }
 

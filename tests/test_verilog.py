@@ -34,7 +34,7 @@ def test_make_verilog_emits_a_tt_core_per_demo_tt_table(emitted, demo_config):
         assert (f"tt_core_{table.name}" in names) == (table.tt is not None)
 
 
-STEMS = ["tt_core", "requant", "gather", "mlp", "device_top"]
+STEMS = ["tt_core", "requant", "gather", "mlp", "packed_mul", "device_top"]
 TOP_PREFIX = {"device_top": "device"}
 
 
