@@ -7,6 +7,7 @@ from amaranth.lib.wiring import In, Out
 
 from screc.sw.numerics import NumericsConfig, Requant, dot_acc_bits
 
+from .packed_mul import PackedMulParams, packed_products
 from .ram import SDPRam
 from .requant import requant_value
 
@@ -27,11 +28,16 @@ requantised by ``shift`` to ``out_base + pair``. ``COPY``: ``k`` features from `
 ``out_base``."""
 COUNTER_BITS = 48
 DRAIN_GAP = 4
+DOT_PHASES = 2
+"""Issue cycles of each DOT step: the lanes share the packed multipliers in pairs, and a DOT's
+two operands differ in every lane, so even lanes multiply in the first cycle, odd in the
+second (an MLP's weight is shared by the pair: both lanes in one cycle)."""
 
 
 @dataclass(frozen=True)
 class MLPParams:
-    """An MLP core of ``rows`` (output neurons, R) x ``lanes`` (samples, L) int8 MACs.
+    """An MLP core of ``rows`` (output neurons, R) x ``lanes`` (samples, L, even) int8 MACs,
+    two MACs (lanes 2i and 2i+1, sharing the weight) per multiplier: R x L / 2 multipliers.
 
     ``act_words``: depth of each of the R activation banks (so R x ``act_words`` features per
     sample); ``weight_words``: words of R weights; ``bias_words``: words of R biases;
@@ -55,6 +61,22 @@ class MLPParams:
                 raise ValueError(f"MLPParams.{name} must be a positive integer, not {v!r}")
         if self.rows & (self.rows - 1):
             raise ValueError(f"MLPParams.rows must be a power of two, not {self.rows!r}")
+        if self.lanes % 2:
+            raise ValueError(f"MLPParams.lanes must be even (lanes pair up on the packed "
+                             f"multipliers), not {self.lanes!r}")
+        self.packing  # the widths fit a packed multiplier
+
+    @property
+    def packing(self) -> PackedMulParams:
+        """The packed multiplier: an activation pair times a weight (MLP) or one activation
+        times another (DOT), so the shared operand is as wide as either."""
+        n = self.numerics
+        return PackedMulParams(n.act_bits, max(n.act_bits, n.weight_bits))
+
+    @property
+    def multipliers(self) -> int:
+        """Hardware multipliers (DSP48E2 each): two MACs share one."""
+        return self.rows * self.lanes // 2
 
     @property
     def act_bits(self) -> int:
@@ -291,7 +313,7 @@ class MLPProgram:
             if d["op"] == OP_MLP:
                 total += p.layer_cycles(d["k"], d["n_out"])
             elif d["op"] == OP_DOT:
-                total += d["n_out"] * d["tiles"] + DRAIN_GAP + 4
+                total += DOT_PHASES * d["n_out"] * d["tiles"] + DRAIN_GAP + 4
             else:
                 total += d["k"] + DRAIN_GAP + 2
         return total
@@ -408,10 +430,11 @@ class MLPCore(wiring.Component):
         c_j = Signal(8)
         c_c = Signal(12)
         c_pair = Signal(16)
+        c_ph = Signal()
         wait = Signal(range(R + DRAIN_GAP + 8))
         tile_gap = Signal(range(R + 1))
         op_layout = data.StructLayout({
-            "mlp": 1, "dot": 1, "copy": 1, "first": 1, "last": 1, "tile": 12,
+            "mlp": 1, "dot": 1, "copy": 1, "first": 1, "last": 1, "phase": 1, "tile": 12,
             "bank": range(R), "pair": 16, "feat": 16})
         op = Signal(op_layout)
         op1 = Signal(op_layout)
@@ -471,7 +494,7 @@ class MLPCore(wiring.Component):
                     m.next = "IDLE"
                 with m.Else():
                     m.d.sync += [d.eq(dd), c_k.eq(0), c_t.eq(0), c_i.eq(1), c_j.eq(0),
-                                 c_c.eq(0), c_pair.eq(0), tile_gap.eq(0)]
+                                 c_c.eq(0), c_pair.eq(0), c_ph.eq(0), tile_gap.eq(0)]
                     with m.Switch(dd.op):
                         with m.Case(OP_MLP):
                             m.next = "MLP"
@@ -501,9 +524,12 @@ class MLPCore(wiring.Component):
                 m.d.comb += [busy.eq(1), mac_issue.eq(1),
                              act_a.eq(d.in_base + (c_i * d.tiles + c_c) * R),
                              act_b.eq(d.in_base + (c_j * d.tiles + c_c) * R),
-                             op.dot.eq(1), op.first.eq(c_c == 0), op.last.eq(c_c == d.tiles - 1),
-                             op.pair.eq(c_pair)]
-                with m.If(c_c == d.tiles - 1):
+                             op.dot.eq(1), op.phase.eq(c_ph),
+                             op.first.eq((c_c == 0) & ~c_ph),
+                             op.last.eq((c_c == d.tiles - 1) & c_ph), op.pair.eq(c_pair)]
+                # each step twice: even lanes, then odd lanes (DOT_PHASES)
+                m.d.sync += c_ph.eq(~c_ph)
+                with m.If(c_ph & (c_c == d.tiles - 1)):
                     m.d.sync += [c_c.eq(0), c_pair.eq(c_pair + 1)]
                     with m.If(c_j == c_i - 1):
                         m.d.sync += [c_j.eq(0), c_i.eq(c_i + 1)]
@@ -512,7 +538,7 @@ class MLPCore(wiring.Component):
                             m.next = "WAIT"
                     with m.Else():
                         m.d.sync += c_j.eq(c_j + 1)
-                with m.Else():
+                with m.Elif(c_ph):
                     m.d.sync += c_c.eq(c_c + 1)
             with m.State("COPY"):
                 m.d.comb += [busy.eq(1), act_a.eq(d.in_base + c_k), op.copy.eq(1),
@@ -541,19 +567,25 @@ class MLPCore(wiring.Component):
             for r in range(R):
                 with m.Case(r):
                     m.d.comb += mlp_act.eq(a_words[r])
-        prods = [[Signal(signed(A + WB), name=f"p{r}_{lane}") for lane in range(L)]
-                 for r in range(R)]
-        # One multiplier per MAC: the operands are chosen before it (a DOT multiplies two
-        # feature blocks, an MLP a weight by an activation); products only load while an
-        # instruction issues (a clock enable: the consumers read them one cycle later).
-        with m.If(op1.mlp | op1.dot):
-            for r in range(R):
-                w = wmem.rdata[r * WB:(r + 1) * WB].as_signed()
-                for lane in range(L):
-                    x = mlp_act[lane * A:(lane + 1) * A].as_signed()
-                    a = a_words[r][lane * A:(lane + 1) * A].as_signed()
-                    b = b_words[r][lane * A:(lane + 1) * A].as_signed()
-                    m.d.sync += prods[r][lane].eq(Mux(op1.dot, a, w) * Mux(op1.dot, b, x))
+        # Two MACs per multiplier (hw/packed_mul.py): lanes 2i and 2i+1 share the weight of an
+        # MLP instruction. A DOT multiplies two activations that differ in every lane, so it
+        # runs each step twice: the even lane's pair in the low half (high operand zero), then
+        # the odd lane's in the high half; the idle half's product is exactly zero. Products
+        # only load while an instruction issues (the consumers read them one cycle later).
+        pm = p.packing
+        prods = [[None] * L for _ in range(R)]
+        for r in range(R):
+            w = wmem.rdata[r * WB:(r + 1) * WB].as_signed()
+            for i in range(L // 2):
+                lo, hi = 2 * i, 2 * i + 1
+                lane = [mlp_act[n * A:(n + 1) * A].as_signed() for n in (lo, hi)]
+                a = [a_words[r][n * A:(n + 1) * A].as_signed() for n in (lo, hi)]
+                b = [b_words[r][n * A:(n + 1) * A].as_signed() for n in (lo, hi)]
+                prods[r][lo], prods[r][hi] = packed_products(
+                    m, Mux(op1.dot, Mux(op1.phase, 0, a[0]), lane[0]),
+                    Mux(op1.dot, Mux(op1.phase, a[1], 0), lane[1]),
+                    Mux(op1.dot, Mux(op1.phase, b[1], b[0]), w), pm,
+                    enable=op1.mlp | op1.dot)
 
         accs = [[Signal(signed(ACC), name=f"acc{r}_{lane}") for lane in range(L)]
                 for r in range(R)]

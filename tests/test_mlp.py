@@ -88,6 +88,14 @@ def test_demo_dense_path_bit_exact(demo_config):
     counters = result.report["counters"]
     assert counters["tiles"] == 3
     assert counters["mac"] >= 3 * prog.macs_per_sample * 16 / 256
+    # the cycle model (DOT steps twice: lanes pair up on the packed multipliers) holds to the
+    # one fetch cycle per instruction it leaves out
+    per_tile = counters["cycles"] / counters["tiles"]
+    assert 0 <= per_tile - prog.cycles_per_tile <= len(prog.descriptors) + 1
+    dot = next(pc for pc, d in enumerate(prog.descriptors) if d["op"] == OP_DOT)
+    d = prog.descriptors[dot]
+    assert result.report["instruction_cycles"][str(dot)] / 3 == pytest.approx(
+        2 * d["n_out"] * d["tiles"] + 8, abs=1)
 
 
 @pytest.mark.sim
