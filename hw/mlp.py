@@ -337,9 +337,11 @@ class MLPCore(wiring.Component):
     ``MLP`` instructions tile R outputs x L samples: each cycle one word of R weights
     (broadcast along the samples: weight reuse across the batch) times one activation word of
     L samples, accumulated in R x L registers; a tile's results drain into the activation banks,
-    one feature per cycle, while the next tile computes. ``DOT`` multiplies two feature blocks
-    elementwise on the same R x L multipliers and sums over the R rows: one pair (or chunk of a
-    pair) per cycle. Throughput: ``MLPProgram.cycles_per_tile`` cycles per batch tile;
+    one feature per cycle, while the next tile computes. The R x L products come from R x L / 2
+    packed multipliers (two lanes sharing a weight per DSP48E2, ``hw/packed_mul.py``). ``DOT``
+    multiplies two feature blocks elementwise on the same multipliers and sums over the R rows:
+    one pair (or chunk of a pair) per two cycles, even lanes then odd (``DOT_PHASES``).
+    Throughput: ``MLPProgram.cycles_per_tile`` cycles per batch tile;
     ``counters`` count busy and MAC-issue cycles and batch tiles; ``status`` shows the
     instruction being run.
     """
