@@ -7,6 +7,25 @@ from pathlib import Path
 
 import numpy as np
 
+from screc.hw.device import DeviceParams
+from screc.hw.mlp import MLPParams
+
+from .device import boot_stream
+from .golden import BagBatch, QuantTable, tt_rows_int
+from .image import TablePlacement, build_image
+from .model import generate_batch, init_params, quantize_dlrm
+from .numerics import quantize
+from .planner import (
+    TableLoad,
+    build_instance,
+    choice_from_dict,
+    evaluate,
+    pipeline_cycles,
+    solve,
+    stage_cycles,
+)
+from .stats import analyse_npz, remap_permutation, synthetic_traces
+
 __all__ = ["table_alphas", "DeviceSetup", "prepare_device", "make_batch", "planned_qps",
            "predict_batch", "device_image"]
 
@@ -38,9 +57,6 @@ def plan_config(cfg, batch: int = 256, trace_batches: int = 8, time_limit: float
                 log=print):
     """``(plan dict, [(TableStats, counts)])`` of ``cfg`` from a synthetic trace of its
     workload."""
-    from .planner import build_instance, solve
-    from .stats import analyse_npz, synthetic_traces
-
     log(f"[plan] {len(cfg.model.tables)} tables: statistics from a synthetic trace "
         f"({trace_batches} batches of {batch})")
     traces = synthetic_traces(cfg.model, trace_batches, batch, seed=cfg.model.seed,
@@ -53,8 +69,6 @@ def plan_config(cfg, batch: int = 256, trace_batches: int = 8, time_limit: float
 def prepare_device(cfg, batch: int = 256, trace_batches: int = 8, time_limit: float = 60.0,
                    log=print) -> DeviceSetup:
     """Plan ``cfg`` from a synthetic trace and build the device and its memory image."""
-    from .model import generate_batch, init_params, quantize_dlrm
-
     plan, analysed = plan_config(cfg, batch, trace_batches, time_limit, log)
     mix = plan["core_mix"]
     log(f"[plan] {mix['gather_cores']} gather cores, {mix['tt_arrays']} TT arrays; predicted "
@@ -69,8 +83,6 @@ def prepare_device(cfg, batch: int = 256, trace_batches: int = 8, time_limit: fl
 
 
 def _set_first(bag, s: int, value: int):
-    from .golden import BagBatch
-
     idx, off = bag.indices.copy(), bag.offsets.copy()
     end = off[s + 1] if s + 1 < off.size else idx.size
     if end > off[s]:
@@ -86,14 +98,6 @@ def device_image(cfg, plan: dict, counts, qmodel):
     renumbered hottest-first by the address remapper (``counts``: per-row access counts per
     table) and laid out by the plan's thresholds in their gather core's on-chip partition, TT
     tables as cores, the MLP program, and the boot stream that loads it all."""
-    from screc.hw.device import DeviceParams
-    from screc.hw.mlp import MLPParams
-
-    from .device import boot_stream
-    from .golden import QuantTable, tt_rows_int
-    from .image import TablePlacement, build_image
-    from .stats import remap_permutation
-
     params = DeviceParams.for_plan(cfg, plan)
     program = MLPParams.compile(params.mlp, qmodel, cfg.model.emb_dim)
     if (program.dense_base, program.emb_base, program.emb_stride) != (
@@ -135,14 +139,8 @@ def make_batch(setup: DeviceSetup, samples: int, seed: int, bad=(), corners: boo
     """An evaluation batch from the config's workload: ``(dense float, dense_q, bags)`` with
     original indices; ``bad``: ``(table, sample)`` bags that get an index outside the table;
     ``corners``: sample 0 looks up row 0 and sample 1 row N-1 of every table."""
-    from .model import generate_batch
-    from .numerics import quantize
-    from .stats import synthetic_traces
-
     model = setup.cfg.model
     tr = synthetic_traces(model, 1, samples, seed=seed, alphas=table_alphas(model))
-    from .golden import BagBatch
-
     bags = [BagBatch(tr[f"indices_{t}"], tr[f"offsets_{t}"]) for t in range(len(model.tables))]
     if corners:
         for t, table in enumerate(model.tables):
@@ -165,8 +163,6 @@ def planned_qps(setup: DeviceSetup, batch: int) -> dict:
     """The planned device's queries/s at another batch size, from the planner's cost model
     (the same device: its shard map and core mix; the workload's statistics scaled to
     ``batch``)."""
-    from .planner import build_instance, choice_from_dict, evaluate, pipeline_cycles
-
     inst = build_instance(setup.cfg, setup.stats, batch)
     result = evaluate(inst, *choice_from_dict(inst, setup.plan))
     if result is None:
@@ -182,8 +178,6 @@ def predict_batch(setup: DeviceSetup, bags) -> dict:
     own lookups (original indices): the tier each row is read from follows from the remapper
     and the plan's thresholds, the gather work from the device's table-to-core dealing.
     Separates the model's error from the difference between the trace and the batch."""
-    from .planner import TableLoad, build_instance, pipeline_cycles, stage_cycles
-
     plan, p = setup.plan, setup.params
     inst = build_instance(setup.cfg, setup.stats, setup.batch_size)
     records = sum(max(1, hi - lo) for bag in bags
