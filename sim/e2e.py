@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from screc.sw.baselines import measure, torch
+from screc.sw.baselines import DEFAULT_BATCHES, measure, torch
 from screc.sw.device import DeviceModel, flag_names
 from screc.sw.flow import make_batch, planned_qps, predict_batch, prepare_device
 from screc.sw.golden import dlrm_forward_float
@@ -18,8 +18,6 @@ from .device_runs import run_device
 
 __all__ = ["simulate", "reference_speed", "measured_baselines", "load_baselines", "compare",
            "plot_report", "write_report"]
-
-BASELINE_BATCHES = (256, 4096, 65536)
 
 
 def _best_time(fn, repeat=3):
@@ -39,7 +37,7 @@ def reference_speed(setup, dense, bags) -> dict:
             "what": "screc golden model, float32 NumPy path"}
 
 
-def measured_baselines(setup, batches=BASELINE_BATCHES, min_time: float = 0.5,
+def measured_baselines(setup, batches=DEFAULT_BATCHES, min_time: float = 0.5,
                        log=print) -> list:
     """The PyTorch baseline records measured now on this machine (:func:`measure`): the CPU
     (threads = the free cores), and the GPU where CUDA is available; empty without PyTorch."""
@@ -137,7 +135,7 @@ def compare(report: dict, setup, records: list) -> dict:
 
 def simulate(cfg, batch: int = 256, seed: int = 7, waves: bool = False, bad=(), corners=True,
              progress: bool = True, baselines: bool = True, log=print, name="device",
-             baseline_batches=BASELINE_BATCHES, baseline_files=(), **run_kwargs) -> dict:
+             baseline_batches=DEFAULT_BATCHES, baseline_files=(), **run_kwargs) -> dict:
     """The whole flow; returns the report (``report["match"]`` says whether every logit
     equals the golden model's). ``baselines``: time the PyTorch baselines here afterwards
     (and add the records of ``baseline_files``, measured elsewhere) and compare."""

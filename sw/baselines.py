@@ -347,8 +347,8 @@ def device_name(device: str) -> str:
     return name
 
 
-def measure(params: DlrmParams, *, device: str = "cpu", batches=DEFAULT_BATCHES, tt_modes=None,
-            threads: int | None = None, min_time: float = 1.0, repeats: int = 3,
+def measure(params: DlrmParams, *, device: str = "cpu", batches=DEFAULT_BATCHES,
+            tt_modes=None, threads: int | None = None, min_time: float = 1.0, repeats: int = 3,
             cpu_watts_per_core: float = CPU_WATTS_PER_CORE, log=print) -> dict:
     """Every (TT mode, batch) point of the config's DLRM on ``device``: a record with the
     device, PyTorch version, threads, each point and the best point. ``tt_modes`` defaults to

@@ -6,6 +6,7 @@ import sys
 import time
 from pathlib import Path
 
+from .baselines import DEFAULT_BATCHES
 from .config import ConfigError, load_config
 
 __all__ = ["main"]
@@ -432,7 +433,7 @@ def main(argv=None) -> int:
     sim.add_argument("--waves", action="store_true", help="write an FST of the run")
     sim.add_argument("--no-baselines", action="store_true",
                      help="skip the PyTorch baselines")
-    sim.add_argument("--baseline-batches", type=_positive_ints, default=(256, 4096, 65536),
+    sim.add_argument("--baseline-batches", type=_positive_ints, default=DEFAULT_BATCHES,
                      help="batch sizes of the baselines (comma-separated)")
     sim.add_argument("--baselines", action="append", metavar="JSON",
                      help="also compare with the records of a baselines.json measured "
