@@ -7,7 +7,8 @@ from amaranth.lib.wiring import In, Out
 
 from screc.sw.numerics import NumericsConfig, Requant, dot_acc_bits
 
-from .packed_mul import PackedMulParams, packed_products
+from .packed_mul import (PackedMulParams, packed_high_carry, packed_high_floor, packed_low,
+                         packed_wide)
 from .ram import SDPRam
 from .requant import requant_value
 
@@ -319,6 +320,16 @@ class MLPProgram:
         return total
 
 
+def _tree_sum(values):
+    """The sum of ``values`` as a balanced tree of adders (each level one bit wider), not the
+    chain that a left fold gives."""
+    values = list(values)
+    while len(values) > 1:
+        values = [values[i] + values[i + 1] if i + 1 < len(values) else values[i]
+                  for i in range(0, len(values), 2)]
+    return values[0]
+
+
 def _layout(fields):
     return data.StructLayout({name: unsigned(bits) for name, bits in fields})
 
@@ -436,7 +447,8 @@ class MLPCore(wiring.Component):
         wait = Signal(range(R + DRAIN_GAP + 8))
         tile_gap = Signal(range(R + 1))
         op_layout = data.StructLayout({
-            "mlp": 1, "dot": 1, "copy": 1, "first": 1, "last": 1, "phase": 1, "tile": 12,
+            "mlp": 1, "dot": 1, "copy": 1, "first": 1, "last": 1, "phase": 1, "chunk0": 1,
+            "tile": 12,
             "bank": range(R), "pair": 16, "feat": 16})
         op = Signal(op_layout)
         op1 = Signal(op_layout)
@@ -475,7 +487,7 @@ class MLPCore(wiring.Component):
         for ra, rb, _ in banks:
             m.d.comb += [ra.addr.eq(act_a >> lr), rb.addr.eq(act_b >> lr)]
         m.d.comb += wmem.raddr.eq(d.w_base + c_t * d.k + c_k)
-        m.d.comb += b_rd.addr.eq(d.b_base + op2.tile)
+        m.d.comb += b_rd.addr.eq(d.b_base + op1.tile)
 
         with m.FSM():
             with m.State("IDLE"):
@@ -527,7 +539,7 @@ class MLPCore(wiring.Component):
                              act_a.eq(d.in_base + (c_i * d.tiles + c_c) * R),
                              act_b.eq(d.in_base + (c_j * d.tiles + c_c) * R),
                              op.dot.eq(1), op.phase.eq(c_ph),
-                             op.first.eq((c_c == 0) & ~c_ph),
+                             op.first.eq((c_c == 0) & ~c_ph), op.chunk0.eq(c_c == 0),
                              op.last.eq((c_c == d.tiles - 1) & c_ph), op.pair.eq(c_pair)]
                 # each step twice: even lanes, then odd lanes (DOT_PHASES)
                 m.d.sync += c_ph.eq(~c_ph)
@@ -575,7 +587,7 @@ class MLPCore(wiring.Component):
         # the odd lane's in the high half; the idle half's product is exactly zero. Products
         # only load while an instruction issues (the consumers read them one cycle later).
         pm = p.packing
-        prods = [[None] * L for _ in range(R)]
+        wides = [[None] * (L // 2) for _ in range(R)]
         for r in range(R):
             w = wmem.rdata[r * WB:(r + 1) * WB].as_signed()
             for i in range(L // 2):
@@ -583,38 +595,47 @@ class MLPCore(wiring.Component):
                 lane = [mlp_act[n * A:(n + 1) * A].as_signed() for n in (lo, hi)]
                 a = [a_words[r][n * A:(n + 1) * A].as_signed() for n in (lo, hi)]
                 b = [b_words[r][n * A:(n + 1) * A].as_signed() for n in (lo, hi)]
-                prods[r][lo], prods[r][hi] = packed_products(
+                wides[r][i] = packed_wide(
                     m, Mux(op1.dot, Mux(op1.phase, 0, a[0]), lane[0]),
                     Mux(op1.dot, Mux(op1.phase, a[1], 0), lane[1]),
                     Mux(op1.dot, Mux(op1.phase, b[1], b[0]), w), pm,
                     enable=op1.mlp | op1.dot)
 
+        # MLP accumulators start from the tile's bias (read at the issue stage, so no adder
+        # after the last product) and take the high product's sign correction as the adder's
+        # carry-in: one adder per MAC.
         accs = [[Signal(signed(ACC), name=f"acc{r}_{lane}") for lane in range(L)]
                 for r in range(R)]
-        lane_sum = [Signal(signed(ACC), name=f"lsum{lane}") for lane in range(L)]
-        dacc = [Signal(signed(ACC), name=f"dacc{lane}") for lane in range(L)]
+        bias_words = [b_rd.data[r * p.bias_bits:(r + 1) * p.bias_bits].as_signed()
+                      for r in range(R)]
         with m.If(op2.mlp):
             for r in range(R):
-                for lane in range(L):
-                    m.d.sync += accs[r][lane].eq(
-                        Mux(op2.first, prods[r][lane], accs[r][lane] + prods[r][lane]))
-        for lane in range(L):
-            total = prods[0][lane]
-            for r in range(1, R):
-                total = total + prods[r][lane]
-            m.d.comb += lane_sum[lane].eq(total)
-            with m.If(op2.dot):
-                m.d.sync += dacc[lane].eq(Mux(op2.first, lane_sum[lane],
-                                              dacc[lane] + lane_sum[lane]))
+                for i in range(L // 2):
+                    wide = wides[r][i]
+                    for lane, (term, carry) in zip(
+                            (2 * i, 2 * i + 1),
+                            ((packed_low(wide, pm), 0), (packed_high_floor(wide, pm),
+                                                         packed_high_carry(wide, pm)))):
+                        base = Mux(op2.first, bias_words[r], accs[r][lane])
+                        m.d.sync += accs[r][lane].eq(base + term + carry)
+        # DOT: in each phase only one lane of a pair has a product, so the pair shares one sum
+        # over the R rows (a balanced tree on the exact 16-bit products).
+        dacc = [Signal(signed(ACC), name=f"dacc{lane}") for lane in range(L)]
+        for i in range(L // 2):
+            total = Signal(signed(pm.product_bits + (R - 1).bit_length()), name=f"psum{i}")
+            m.d.comb += total.eq(_tree_sum([
+                Mux(op2.phase, wides[r][i][pm.offset:pm.offset + pm.product_bits],
+                    wides[r][i][:pm.product_bits]).as_signed() for r in range(R)]))
+            for lane, phase in ((2 * i, 0), (2 * i + 1, 1)):
+                with m.If(op2.dot & (op2.phase == phase)):
+                    m.d.sync += dacc[lane].eq(Mux(op2.chunk0, total, dacc[lane] + total))
 
-        # MLP tile results: copied from the accumulators when a tile ends, plus bias, then
-        # drained one output feature (row) per cycle into the activation banks.
+        # MLP tile results: copied from the accumulators when a tile ends, then drained one
+        # output feature (row) per cycle into the activation banks.
         res = [[Signal(signed(ACC), name=f"res{r}_{lane}") for lane in range(L)]
                for r in range(R)]
         drain = Signal(range(R + 1))
         drain_tile = Signal(12)
-        bias_words = [b_rd.data[r * p.bias_bits:(r + 1) * p.bias_bits].as_signed()
-                      for r in range(R)]
         row_sel = R - drain
         drain_row = Signal(range(R))
         m.d.comb += drain_row.eq(row_sel)
@@ -623,12 +644,15 @@ class MLPCore(wiring.Component):
             for r in range(R):
                 with m.Case(r):
                     m.d.comb += [cur[lane].eq(res[r][lane]) for lane in range(L)]
+        # One requantiser per lane serves the drain and the DOT results (an instruction is
+        # one or the other); ReLU after saturation, as numerics.requantize applies it.
         req = Requant(in_bits=ACC, out_bits=A, max_shift=min(ACC, 63))
+        dot_last = op3.dot & op3.last
         out_word = Signal(L * A)
-        m.d.comb += out_word.eq(Cat(*[
-            Mux(d.relu, requant_value(m, cur[lane], d.shift, Requant(ACC, A, req.max_shift, True)),
-                requant_value(m, cur[lane], d.shift, req))
-            for lane in range(L)]))
+        for lane in range(L):
+            q = requant_value(m, Mux(dot_last, dacc[lane], cur[lane]), d.shift, req)
+            m.d.comb += out_word[lane * A:(lane + 1) * A].eq(
+                Mux(d.relu & ~dot_last & q[-1], 0, q))
         feature = drain_tile * R + drain_row
         logit_words = [Signal(signed(ACC), name=f"logit{lane}") for lane in range(L)]
         logits_error = Signal()
@@ -644,15 +668,11 @@ class MLPCore(wiring.Component):
         with m.If(op3.mlp & op3.last):
             for r in range(R):
                 for lane in range(L):
-                    m.d.sync += res[r][lane].eq(accs[r][lane] + bias_words[r])
+                    m.d.sync += res[r][lane].eq(accs[r][lane])
             m.d.sync += [drain.eq(R), drain_tile.eq(op3.tile)]
 
-        dot_req = Requant(in_bits=ACC, out_bits=A, max_shift=min(ACC, 63))
-        dot_word = Signal(L * A)
-        m.d.comb += dot_word.eq(Cat(*[requant_value(m, dacc[lane], d.shift, dot_req)
-                                      for lane in range(L)]))
-        with m.If(op3.dot & op3.last):
-            m.d.comb += [w_addr.eq(d.out_base + op3.pair), w_data.eq(dot_word), w_en.eq(1)]
+        with m.If(dot_last):
+            m.d.comb += [w_addr.eq(d.out_base + op3.pair), w_data.eq(out_word), w_en.eq(1)]
 
         copy_word = Signal(L * A)
         with m.Switch(op1.bank):

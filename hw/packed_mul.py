@@ -23,7 +23,8 @@ from amaranth.hdl import Module, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["PackedMulParams", "PackedMul", "packed_products", "DSP_A_BITS", "DSP_B_BITS"]
+__all__ = ["PackedMulParams", "PackedMul", "packed_products", "packed_wide", "packed_low",
+           "packed_high_floor", "packed_high_carry", "DSP_A_BITS", "DSP_B_BITS"]
 
 DSP_A_BITS = 27
 """Width of the DSP48E2 multiplier's packed (A/pre-adder) input."""
@@ -90,12 +91,11 @@ class PackedMulParams:
         return PackedMul(self)
 
 
-def packed_products(m: Module, a0, a1, w, params: PackedMulParams, domain: str = "sync",
-                    enable=None):
-    """Two products ``(a0 * w, a1 * w)`` from one multiplier, registered once (a DSP48E2's
-    MREG): returns the two ``product_bits`` signals, valid the cycle after the operands (when
-    ``enable`` is high, if given). The wide product and its unpacking follow the module
-    docstring."""
+def packed_wide(m: Module, a0, a1, w, params: PackedMulParams, domain: str = "sync",
+                enable=None):
+    """The one multiplier: ``(a1 * 2**offset + a0) * w``, registered once (a DSP48E2's MREG;
+    loaded when ``enable`` is high, if given). :func:`packed_low`, :func:`packed_high_floor`
+    and :func:`packed_high_carry` take the two products out of it."""
     p = params
     packed = Signal(signed(p.packed_bits))
     wide = Signal(signed(p.packed_bits + p.w_bits))
@@ -106,10 +106,36 @@ def packed_products(m: Module, a0, a1, w, params: PackedMulParams, domain: str =
     else:
         with m.If(enable):
             m.d[domain] += stmt
+    return wide
+
+
+def packed_low(wide, params: PackedMulParams):
+    """``a0 * w``: the low ``offset`` bits, two's complement."""
+    return wide[:params.offset].as_signed()
+
+
+def packed_high_floor(wide, params: PackedMulParams):
+    """``a1 * w - [a0 * w < 0]``: the wide product shifted down, before the sign correction."""
+    return wide[params.offset:].as_signed()
+
+
+def packed_high_carry(wide, params: PackedMulParams):
+    """The correction bit (the low product's sign) that :func:`packed_high_floor` needs added
+    (an accumulator takes it as its adder's carry-in)."""
+    return wide[params.offset - 1]
+
+
+def packed_products(m: Module, a0, a1, w, params: PackedMulParams, domain: str = "sync",
+                    enable=None):
+    """Two products ``(a0 * w, a1 * w)`` from one multiplier (:func:`packed_wide`): the two
+    ``product_bits`` signals, valid the cycle after the operands. The unpacking follows the
+    module docstring."""
+    p = params
+    wide = packed_wide(m, a0, a1, w, p, domain, enable)
     low = Signal(signed(p.product_bits))
     high = Signal(signed(p.product_bits))
-    m.d.comb += [low.eq(wide[:p.offset].as_signed()),
-                 high.eq((wide >> p.offset) + wide[p.offset - 1])]
+    m.d.comb += [low.eq(packed_low(wide, p)),
+                 high.eq(packed_high_floor(wide, p) + packed_high_carry(wide, p))]
     return low, high
 
 
