@@ -170,11 +170,15 @@ class BurstReader(wiring.Component):
 
 @dataclass(frozen=True)
 class TableRoute:
+    """How the device serves one table: ``kind`` "dense" (gather core ``core``) or "tt" (TT
+    arrays ``core`` .. ``core + replicas - 1``, bags dealt round-robin)."""
+
     name: str
     rows: int
     kind: str
     core: int
     max_bag: int
+    replicas: int = 1
 
 
 @dataclass(frozen=True)
@@ -206,8 +210,15 @@ class DeviceParams:
             if r.kind not in ("dense", "tt") or not 0 <= r.core < n:
                 raise ValueError(f"DeviceParams.routes[{t}] ({r.name}): {r.kind} core "
                                  f"{r.core} does not exist")
-        if self.mlp.lanes * 8 > self.port_bytes * 8:
-            raise ValueError(f"DeviceParams: MLP lanes {self.mlp.lanes} exceed a port beat")
+            if not 1 <= r.replicas <= 255 or r.core + r.replicas > n or (
+                    r.kind == "dense" and r.replicas != 1):
+                raise ValueError(f"DeviceParams.routes[{t}] ({r.name}): replicas "
+                                 f"{r.replicas} from core {r.core}: only TT tables replicate, "
+                                 f"within the {n} arrays")
+        if self.mlp.lanes % self.port_bytes and self.port_bytes % self.mlp.lanes:
+            raise ValueError(f"DeviceParams: MLP lanes {self.mlp.lanes} must divide the port "
+                             f"beat ({self.port_bytes} bytes) or be a multiple of it (a dense "
+                             "feature is one byte per lane)")
         for name, _, _, bits in self.boot_items():
             if bits > self.port_bits:
                 raise ValueError(f"DeviceParams: boot items for {name} ({bits} bits) exceed "
@@ -257,7 +268,9 @@ class DeviceParams:
     def for_plan(cls, cfg, plan: dict, **kwargs):
         """The device a plan asks for: its gather cores (the dense tables dealt to them by
         predicted work, longest first, each core's on-chip tier sized to its tables' hot
-        rows) and one TT array per TT-compressed table."""
+        rows), each TT-compressed table's arrays (``replicas`` of ``tt_lanes`` lanes each, as
+        the plan says; one of the config's ``tt_lanes`` by default) and the MLP core of the
+        plan's ``mlp`` rows x lanes (16 x 16 by default)."""
         from screc.sw.image import row_bytes
 
         model, dev = cfg.model, cfg.device
@@ -275,8 +288,11 @@ class DeviceParams:
             core_of[i] = c
             load[c] += tabs[i]["lookups_per_batch"]
         max_bag = max(t.max_pooling for t in model.tables)
-        mlp, program = MLPParams.zero_program(cfg)
-        beat = math.gcd(model.emb_dim, *(dev.tt_lanes for _ in tt[:1]),
+        shape = plan.get("mlp", {})
+        mlp, program = MLPParams.zero_program(cfg, shape.get("rows", 16), shape.get("lanes", 16))
+        tt_lanes = {i: tabs[i].get("tt_lanes", dev.tt_lanes) for i in tt}
+        replicas = {i: tabs[i].get("replicas", 1) for i in tt}
+        beat = math.gcd(model.emb_dim, *tt_lanes.values(),
                         min(model.emb_dim, dev.gather_port_bytes // (rb // model.emb_dim)))
         gathers = []
         for c in range(ng):
@@ -284,17 +300,19 @@ class DeviceParams:
                         for i in dense if core_of[i] == c)
             gathers.append(GatherParams.for_config(cfg, bram_words=max(1, words),
                                                    max_bag=max_bag, beat_elems=beat))
-        arrays = []
+        arrays, first = [], {}
         for i in tt:
             table = model.tables[i]
             rank = tabs[i]["rank"]
             if max(table.tt.ranks) != rank:
                 raise ValueError(f"table {table.name}: the plan's TT rank {rank} differs from "
                                  f"the model's {max(table.tt.ranks)}")
-            arrays.append(TTCoreParams.for_table(table, cfg.numerics, dev.tt_lanes,
-                                                 beat_elems=beat))
+            first[i] = len(arrays)
+            arrays += [TTCoreParams.for_table(table, cfg.numerics, tt_lanes[i],
+                                              beat_elems=beat)] * replicas[i]
         routes = tuple(TableRoute(t.name, t.rows, "dense" if i in core_of else "tt",
-                                  core_of[i] if i in core_of else tt.index(i), t.max_pooling)
+                                  core_of[i] if i in core_of else first[i], t.max_pooling,
+                                  1 if i in core_of else replicas[i])
                        for i, t in enumerate(model.tables))
         return cls(routes, tuple(gathers), tuple(arrays), mlp, program.dense_features,
                    program.dense_base, program.emb_base, program.emb_stride, model.emb_dim,
@@ -405,8 +423,8 @@ class Device(wiring.Component):
             protocol = Cat(c.counters.resp_protocol != 0 for c in self.gather_cores).any()
 
         # Routing registers, loaded from the descriptors in the boot stream.
-        route = data.StructLayout({"valid": 1, "tt": 1, "core": 8, "rows": 32, "max_bag": 16,
-                                   "shift": 8})
+        route = data.StructLayout({"valid": 1, "tt": 1, "core": 8, "replicas": 8, "rows": 32,
+                                   "max_bag": 16, "shift": 8})
         routes = [Signal(route, name=f"route{t}") for t in range(T)]
 
         # Command sequencer.
@@ -530,9 +548,14 @@ class Device(wiring.Component):
                 for t, r in enumerate(routes):
                     ok = Signal(name=f"route_ok{t}")
                     m.d.comb += ok.eq(r.valid & ~r.tt & (r.core < ng))
+                    # each array the table's replicas span must serve a table of its rows
                     for a, arr in enumerate(p.tt):
                         with m.If(r.tt & (r.core == a)):
-                            m.d.comb += ok.eq(r.valid & (r.rows == arr.rows))
+                            fits = Const(0)
+                            for n_rep in range(1, nt - a + 1):
+                                same = all(q.rows == arr.rows for q in p.tt[a:a + n_rep])
+                                fits = fits | ((r.replicas == n_rep) & same)
+                            m.d.comb += ok.eq(r.valid & (r.rows == arr.rows) & fits)
                     bad_route = bad_route | ~ok
                 ok_boot = ~bad_route & ((flags & (1 << FLAGS["boot_format"])) == 0)
                 m.d.sync += [booted.eq(ok_boot), resp_valid.eq(1),
@@ -603,6 +626,7 @@ class Device(wiring.Component):
                 with m.If(table_idx == t):
                     m.d.sync += [r.valid.eq(desc.magic == DESCRIPTOR_MAGIC),
                                  r.tt.eq(desc.kind == KIND_TT), r.core.eq(desc.core),
+                                 r.replicas.eq(Mux(desc.replicas == 0, 1, desc.replicas)),
                                  r.rows.eq(desc.rows), r.max_bag.eq(desc.max_bag),
                                  r.shift.eq(desc.emb_shift)]
 
@@ -664,8 +688,17 @@ class Device(wiring.Component):
         too_long = is_row & ~bad_idx & (bag_rows >= r.max_bag)
         fwd = is_row & ~bad_idx & ~too_long & ~bag_bad & ~bag_long
         send = fwd | rec.last
+        # A replicated TT table's bags go round-robin over its arrays: one turn per table.
+        turns = [Signal(8, name=f"turn{t}") for t in range(T)]
+        turn = Signal(8)
+        with m.Switch(k_exp):
+            for t in range(T):
+                with m.Case(t):
+                    m.d.comb += turn.eq(turns[t])
+        with m.If(in_run & ~started):
+            m.d.sync += [turn_t.eq(0) for turn_t in turns]
         cidx = Signal(range(max(nc, 2)))
-        m.d.comb += cidx.eq(Mux(r.tt, ng + r.core, r.core))
+        m.d.comb += cidx.eq(Mux(r.tt, ng + r.core + turn, r.core))
         space = Signal()
         with m.Switch(cidx):
             for c in range(nc):
@@ -703,6 +736,10 @@ class Device(wiring.Component):
             with m.If(rec.last):
                 m.d.sync += [bag_rows.eq(0), bag_bad.eq(0), bag_long.eq(0),
                              cnt.bags.eq(cnt.bags + 1)]
+                with m.Switch(k_exp):
+                    for t in range(T):
+                        with m.Case(t):
+                            m.d.sync += turns[t].eq(Mux(turn + 1 >= r.replicas, 0, turn + 1))
                 with m.If(bad_now):
                     m.d.sync += cnt.bad_bags.eq(cnt.bad_bags + 1)
                 with m.If(bag_bad | bad_idx):
@@ -794,11 +831,18 @@ class Device(wiring.Component):
         with m.If(freed):
             m.d.sync += free_tile.eq(free_tile + 1)
         act = mlp.act_in
-        feat_per_beat = W // (L * 8)
-        dense_beats = -(-p.dense_features // feat_per_beat)
+        # A dense feature of L samples is L bytes: several features per port beat, or (L a
+        # multiple of the port width) several beats per feature, gathered in a register.
+        feat_per_beat = max(1, W // (L * 8))
+        beats_per_feat = max(1, (L * 8) // W)
+        dense_beats = -(-p.dense_features // feat_per_beat) * beats_per_feat
         d_feat = Signal(range(p.dense_features + feat_per_beat + 1))
-        d_j = Signal(range(max(feat_per_beat, 2)))
-        lanes_bytes = dense_rd.data.payload.word_select(d_j, L * 8)
+        d_j = Signal(range(max(feat_per_beat, beats_per_feat, 2)))
+        if beats_per_feat == 1:
+            lanes_bytes = dense_rd.data.payload.word_select(d_j, L * 8)
+        else:
+            held = Signal((beats_per_feat - 1) * W)
+            lanes_bytes = Cat(held, dense_rd.data.payload)
         dense_word = Cat(lanes_bytes[s * 8:s * 8 + A] for s in range(L))
         logits = mlp.logits.payload
         lb = p.logit_bytes
@@ -829,15 +873,27 @@ class Device(wiring.Component):
                     with m.Else():
                         m.d.sync += cnt.fill_wait.eq(cnt.fill_wait + 1)
             with m.State("DENSE"):
-                m.d.comb += [act.valid.eq(dense_rd.data.valid & (d_feat < p.dense_features)),
+                if beats_per_feat == 1:
+                    complete = Const(1)
+                    end_beat = d_j == feat_per_beat - 1
+                else:
+                    complete = d_j == beats_per_feat - 1
+                    end_beat = Const(1)
+                    with m.If(dense_rd.data.valid & ~complete):
+                        m.d.sync += held.word_select(d_j, W).eq(dense_rd.data.payload)
+                m.d.comb += [act.valid.eq(dense_rd.data.valid & complete
+                                          & (d_feat < p.dense_features)),
                              act.payload.addr.eq(p.dense_base + d_feat),
                              act.payload.data.eq(dense_word)]
-                step = dense_rd.data.valid & (act.ready | (d_feat >= p.dense_features))
-                end_beat = d_j == feat_per_beat - 1
+                step = dense_rd.data.valid & (act.ready | (d_feat >= p.dense_features)
+                                              | ~complete)
                 m.d.comb += dense_rd.data.ready.eq(step & end_beat)
                 with m.If(step):
-                    m.d.sync += [d_feat.eq(d_feat + 1), d_j.eq(Mux(end_beat, 0, d_j + 1))]
-                    with m.If(end_beat & (d_feat + 1 >= p.dense_features)):
+                    m.d.sync += d_j.eq(Mux((d_j == max(feat_per_beat, beats_per_feat) - 1),
+                                           0, d_j + 1))
+                    with m.If(complete):
+                        m.d.sync += d_feat.eq(d_feat + 1)
+                    with m.If(complete & end_beat & (d_feat + 1 >= p.dense_features)):
                         m.d.sync += [e_t.eq(0), e_e.eq(0)]
                         m.next = "EMB"
             with m.State("EMB"):
@@ -900,4 +956,8 @@ def tile_load_cycles(dense_features: int, tables: int, emb_dim: int, lanes: int,
     feature per cycle, whole beats), one transfer per pooled feature, the start handshake and
     the logits write."""
     per_beat = port_bytes // lanes
-    return -(-dense_features // per_beat) * per_beat + tables * emb_dim + 8
+    if per_beat:
+        dense = -(-dense_features // per_beat) * per_beat
+    else:
+        dense = dense_features * -(-lanes // port_bytes)
+    return dense + tables * emb_dim + 8

@@ -9,24 +9,29 @@ __all__ = ["Requantizer", "requant_value"]
 
 def requant_value(m: Module, x, shift, params: Requant):
     """Combinational requantisation of ``x`` by the run-time ``shift`` (the rule of
-    :func:`screc.sw.numerics.requantize`): add ``2**(shift-1)``, shift right arithmetically,
-    saturate to ``params.out_bits``, then ReLU if asked. Returns the ``out_bits`` signal."""
-    wide = signed(params.in_bits + 1)
-    half = Signal(wide)
-    rounded = Signal(wide)
-    out = Signal(signed(params.out_bits))
+    :func:`screc.sw.numerics.requantize`: add ``2**(shift-1)``, shift right arithmetically,
+    saturate to ``params.out_bits``, then ReLU if asked). Returns the ``out_bits`` signal.
+
+    Formed without the rounding adder at full width: with ``t = (2x) >> shift`` (``x`` scaled
+    by 2**(1 - shift)), the rounded value is ``(t + 1) >> 1``; it saturates high exactly when
+    ``t >= 2 hi + 1`` and low when ``t <= 2 lo - 2``, so one barrel shifter of ``in_bits + 1``
+    bits, two comparisons with constants and an ``out_bits + 2``-bit incrementer do it (the
+    naive ``(x + (1 << shift >> 1)) >> shift`` is as wide as ``2**max_shift``)."""
     lo, hi = signed_range(params.out_bits)
-    m.d.comb += [
-        half.eq(Mux(shift == 0, 0, (1 << shift) >> 1)),
-        rounded.eq((x + half) >> shift),
-    ]
+    t = Signal(signed(params.in_bits + 1))
+    m.d.comb += t.eq((x.as_signed() << 1) >> shift)
+    window = Signal(signed(params.out_bits + 2))
+    m.d.comb += window.eq(t[:params.out_bits + 2].as_signed() + 1)
+    out = Signal(signed(params.out_bits))
     floor = 0 if params.relu else lo
-    with m.If(rounded > hi):
+    with m.If(t >= 2 * hi + 1):
         m.d.comb += out.eq(hi)
-    with m.Elif(rounded < floor):
+    with m.Elif(t <= 2 * lo - 2):
         m.d.comb += out.eq(floor)
+    with m.Elif(params.relu & window[-1]):
+        m.d.comb += out.eq(0)
     with m.Else():
-        m.d.comb += out.eq(rounded)
+        m.d.comb += out.eq(window[1:params.out_bits + 1])
     return out
 
 

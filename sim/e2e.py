@@ -193,7 +193,8 @@ def _report(setup, run, expected, exp_flags, exp_bad, mismatches, prep_s) -> dic
     for a, tp in enumerate(p.tt):
         c = cnt[f"tt{a}"]
         useful = c["lookups"] * tp.macs_per_lookup
-        table = next(r.name for r in p.routes if r.kind == "tt" and r.core == a)
+        table = next(r.name for r in p.routes
+                     if r.kind == "tt" and r.core <= a < r.core + r.replicas)
         cores[f"tt{a}"] = {"table": table, "lanes": tp.lanes, "lookups": c["lookups"],
                            "busy_cycles": c["cycles"], "mac_util": useful / (tp.lanes * cycles)}
     for g, gp in enumerate(p.gather):

@@ -187,7 +187,8 @@ def boot_stream(params, descriptors, regions, qmodel, program) -> bytes:
             record(BOOT_BRAM, c, [int.from_bytes(bram[(start + w) * pb:(start + w + 1) * pb],
                                                  "little") for w in range(words)], W)
     for a, tp in enumerate(params.tt):
-        t = next(i for i, r in enumerate(params.routes) if r.kind == "tt" and r.core == a)
+        t = next(i for i, r in enumerate(params.routes)
+                 if r.kind == "tt" and r.core <= a < r.core + r.replicas)
         layout = params.tt_load_layout(a)
         cols = tp.load_columns(qmodel.tables[t].tt)
         record(BOOT_TT, a, pack_columns(layout, cols), layout.size)

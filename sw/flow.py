@@ -109,7 +109,8 @@ def device_image(cfg, plan: dict, counts, qmodel):
         if not 0 <= shifts[t] <= 62:
             raise ValueError(f"table {table.name}: emb_shift {shifts[t]} outside [0, 62] (the "
                              "numerics use right shifts of int64 accumulators only)")
-        fields.append({"core": route.core, "emb_shift": shifts[t], "max_bag": route.max_bag})
+        fields.append({"core": route.core, "replicas": route.replicas, "emb_shift": shifts[t],
+                       "max_bag": route.max_bag})
         if route.kind == "dense":
             # a TT table stored dense holds its reconstructed rows: bit-identical to the TT path
             src = table.rows if table.rows is not None else tt_rows_int(

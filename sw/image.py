@@ -44,10 +44,11 @@ DESCRIPTOR_FIELDS = (
     ("magic", 16), ("kind", 8), ("flags", 8), ("dim", 16), ("row_bytes", 16),
     ("rows", 32), ("thr_bram", 32), ("thr_dram", 32), ("frac", 8), ("emb_shift", 8),
     ("max_bag", 16), ("base_bram", 64), ("base_dram", 64), ("base_ssd", 64), ("core", 8),
-    ("reserved1", 24), ("bram_part", 32), ("reserved2", 64),
+    ("replicas", 8), ("reserved1", 16), ("bram_part", 32), ("reserved2", 64),
 )
 """(name, bits) of a table descriptor, least significant first; 512 bits = 64 bytes. ``core``
-is the gather core (dense) or TT array (TT) that serves the table, ``emb_shift`` the right shift
+is the gather core (dense) or first TT array (TT) that serves the table (a TT table may be
+served by ``replicas`` arrays from ``core`` on, its bags dealt round-robin; 0 reads as 1), ``emb_shift`` the right shift
 from its pooled sums to the MLP's activations, ``max_bag`` its longest bag; ``base_bram`` counts
 port words inside the serving gather core's own on-chip tier, which starts at word
 ``bram_part`` of the ``bram`` region."""
