@@ -98,6 +98,12 @@ class MLPParams:
     def features(self) -> int:
         return self.rows * self.act_words
 
+    @property
+    def load_bits(self) -> int:
+        """Width of one ``load`` word: R biases, R weights or an instruction."""
+        return max(self.rows * self.bias_bits, self.rows * self.numerics.weight_bits,
+                   sum(bits for _, bits in MLP_DESCRIPTOR_FIELDS))
+
     def layer_cycles(self, k: int, n_out: int) -> int:
         """Issue cycles of an MLP instruction: one tile of R outputs per max(k, R) cycles (the
         drain of R result words must finish before the next tile's results)."""
@@ -366,8 +372,7 @@ class MLPCore(wiring.Component):
         addr_bits = max(1, (max(p.weight_words, p.bias_words, p.program_len) - 1).bit_length())
         self.load_layout = data.StructLayout({
             "target": 2, "addr": unsigned(addr_bits),
-            "data": unsigned(max(R * p.bias_bits, R * p.numerics.weight_bits,
-                                 self.desc_layout.size))})
+            "data": unsigned(p.load_bits)})
         self.act_layout = data.StructLayout({
             "addr": unsigned(max(1, (p.features - 1).bit_length())),
             "data": data.ArrayLayout(signed(A), L)})

@@ -18,6 +18,7 @@ import time
 from importlib import metadata
 from pathlib import Path
 
+import numpy as np
 from amaranth.back import verilog
 from amaranth.hdl import Cat, Module, Signal, Value
 from amaranth.lib import wiring
@@ -25,9 +26,18 @@ from amaranth.lib.wiring import In, Out
 
 from .ram import RTL_SOURCES
 
-__all__ = ["RegisteredIO", "synth_core", "parse_xilinx_stat", "tool_versions"]
+__all__ = ["RegisteredIO", "synth_core", "parse_xilinx_stat", "tool_versions", "fit_mlp_costs",
+           "MLP_SWEEP"]
+
+MLP_SWEEP = ((8, 8), (8, 16), (16, 16), (16, 32), (32, 16))
+"""MLP core shapes (rows, lanes) ``make synth`` measures to fit the planner's cost model."""
 
 LUT_INPUTS = "2:2,3,6:5,10,20"
+LUTRAM_LUTS = {"RAM32M16": 8, "RAM32M": 4, "RAM64M8": 8, "RAM64M": 4, "RAM32X1D": 2,
+               "RAM64X1D": 2, "RAM128X1D": 4, "RAM256X1D": 8, "RAM32X1S": 1, "RAM64X1S": 1,
+               "RAM128X1S": 2, "RAM256X1S": 4, "RAM512X1S": 8, "SRL16E": 1, "SRLC32E": 1}
+"""LUTs each distributed-RAM / shift-register primitive occupies (SLICEM LUTs used as memory):
+counted in ``luts`` as Vivado's "CLB LUTs" does, and shown alone as ``lutram``."""
 
 
 def tool_versions() -> dict:
@@ -78,6 +88,27 @@ class RegisteredIO(wiring.Component):
         return m
 
 
+def fit_mlp_costs(points) -> dict:
+    """Least-squares fit of ``fixed + mac x R L + lane x L + row x R`` to the LUTs and DSPs
+    of measured MLP cores: ``points`` is ``[(rows, lanes, report)]`` (at least four shapes
+    that separate the terms: not all on ``(R - 16)(L - 16) = 0`` or any such curve); returns ``{"mlp_fixed": {...}, "mlp_mac": ..., "mlp_lane": ...,
+    "mlp_row": ...}`` and the worst relative residual under ``"fit_error"``."""
+    if len(points) < 4:
+        raise ValueError(f"fit_mlp_costs: {len(points)} shapes, at least 4 needed")
+    a = np.array([[1.0, r * lanes, lanes, r] for r, lanes, _ in points])
+    out = {name: {"bram_kbits": 0.0} for name in ("mlp_fixed", "mlp_mac", "mlp_lane",
+                                                  "mlp_row")}
+    worst = 0.0
+    for key in ("luts", "dsps"):
+        y = np.array([float(rep[key]) for *_, rep in points])
+        coef, *_ = np.linalg.lstsq(a, y, rcond=None)
+        for name, c in zip(("mlp_fixed", "mlp_mac", "mlp_lane", "mlp_row"), coef):
+            out[name][key] = float(c)
+        worst = max(worst, float(np.max(np.abs(a @ coef - y) / np.maximum(y, 1))))
+    out["fit_error"] = worst
+    return out
+
+
 def _member(obj, path):
     for part in path:
         obj = obj[part] if isinstance(part, int) else getattr(obj, part)
@@ -93,11 +124,13 @@ def parse_xilinx_stat(text: str) -> dict:
     def count(pattern):
         return sum(int(n) for n in re.findall(rf"^\s+(\d+)\s+{pattern}\s*$", text, re.M))
 
-    luts = count(r"\$lut") + count(r"LUT[1-6]") + count(r"LUT6_2")
+    logic = count(r"\$lut") + count(r"LUT[1-6]") + count(r"LUT6_2")
+    lutram = sum(n * count(cell) for cell, n in LUTRAM_LUTS.items())
+    luts = logic + lutram
     ffs = count(r"FD[CPRS]E")
     dsps = count(r"DSP48E2")
     ramb36, ramb18 = count(r"RAMB36E2"), count(r"RAMB18E2")
-    return {"luts": luts, "ffs": ffs, "dsps": dsps, "brams": ramb36 + ramb18 / 2,
+    return {"luts": luts, "lutram": lutram, "ffs": ffs, "dsps": dsps, "brams": ramb36 + ramb18 / 2,
             "bram_kbits": ramb36 * 36 + ramb18 * 18, "carry": count(r"CARRY[48]")}
 
 

@@ -124,7 +124,7 @@ def cmd_verilog(args) -> int:
 def cmd_plan(args) -> int:
     from .model import generate_batch, init_params, quantize_dlrm
     from .flow import device_image, table_alphas
-    from .planner import build_instance, greedy, solve
+    from .planner import RESOURCES, greedy, plan_device
     from .stats import analyse_npz, synthetic_traces, write_traces
 
     cfg = load_config(args.config)
@@ -143,10 +143,12 @@ def cmd_plan(args) -> int:
     stats = [s for s, _ in analysed]
     print(f"[3/4] solving the shard-map MIP ({len(stats)} tables, batch {args.batch})",
           flush=True)
-    inst = build_instance(cfg, stats, args.batch)
-    plan = solve(inst, time_limit=args.time_limit, gap=args.gap)
+    plan, sizing = plan_device(cfg, stats, args.batch, time_limit=args.time_limit,
+                               gap=args.gap)
+    inst = plan.instance
     base_score, base_choice, base_mix = greedy(inst)
     out = plan.to_dict()
+    out["sizing"] = sizing
     out["greedy_baseline"] = {"cycles_per_batch": base_score, "core_mix": list(base_mix)}
     out["config"] = {"source": cfg.source, "hash": cfg.hash}
     out["stats"] = {t.name: s.to_dict() for t, s in zip(cfg.model.tables, stats)}
@@ -159,7 +161,7 @@ def cmd_plan(args) -> int:
           f"{'DRAM':>10}{'SSD':>10}")
     for rec in out["tables"]:
         if rec["placement"] == "tt":
-            where = f"TT rank {rec['rank']}"
+            where = f"TT rank {rec['rank']}, {rec['replicas']}x{rec['tt_lanes']} lanes"
             sizes = (rec["bram_bytes"], 0, 0)
         else:
             where = f"dense k1={rec['k_bram']:,} k2={rec['k_bram'] + rec['k_dram']:,}"
@@ -168,7 +170,17 @@ def cmd_plan(args) -> int:
               f"{where:<28}" + "".join(f"{_fmt_bytes(b):>10}" for b in sizes))
     pred = out["predicted"]
     parts = ", ".join(f"{k} {v:,.0f}" for k, v in pred["cycles"].items())
-    print(f"\n  core mix: {plan.mix[0]} gather cores, {plan.mix[1]} TT arrays")
+    print(f"\n  core mix: MLP core {out['mlp']['rows']} x {out['mlp']['lanes']} "
+          f"({out['mlp']['macs']} MACs), {plan.mix[0]} gather cores, {plan.mix[1]} TT arrays")
+    res = out["resources"]
+    print("  FPGA: " + ", ".join(f"{k} {res[k]['used']:,.0f} of {res[k]['total']:,.0f} "
+                                 f"({res[k]['share']:.0%})" for k in RESOURCES)
+          + f"; binding resource: {res['binding']}")
+    tried = [f"{s['rows']}x{s['lanes']} " + (f"{s['cycles_per_batch']:,.0f}" if
+                                              "cycles_per_batch" in s else
+                                              ("refused" if "refused" in s else "skipped"))
+             for s in sizing]
+    print(f"  MLP shapes tried (cycles per batch): {', '.join(tried)}")
     print(f"  predicted: {pred['cycles_per_batch']:,.0f} cycles per batch of {args.batch} "
           f"({pred['us_per_batch']:.1f} us), bottleneck {pred['bottleneck']} ({parts})")
     print(f"  greedy hottest-first baseline: {base_score:,.0f} cycles")
@@ -295,7 +307,7 @@ def _lanes_sweep(cfg, lanes, out, fmax):
 
 def _write_resource_table(cfg, path, out, fmax):
     from screc.hw.mlp import MLPParams
-    from screc.hw.synth import synth_core, tool_versions
+    from screc.hw.synth import MLP_SWEEP, fit_mlp_costs, synth_core, tool_versions
     from screc.sw.planner import resource_generator_hash
 
     p = cfg.device.tt_lanes
@@ -305,6 +317,13 @@ def _write_resource_table(cfg, path, out, fmax):
                         cfg.device.fpga, fmax=False)
     mlp = synth_core("mlp", MLPParams.for_config(cfg).create(), out / "mlp", cfg.device.fpga,
                      fmax=False)
+    shapes = []
+    for rows, lanes in MLP_SWEEP:
+        print(f"synthesising the MLP core at {rows} x {lanes} ...", flush=True)
+        shapes.append((rows, lanes, synth_core(
+            f"mlp_r{rows}_l{lanes}", MLPParams.for_config(cfg, rows, lanes).create(),
+            out / "mlp_sweep" / f"r{rows}_l{lanes}", cfg.device.fpga, fmax=False)))
+    fitted = fit_mlp_costs(shapes)
     per_lane = {k: max(0.0, (sweep[2 * p][k] - sweep[p][k]) / p)
                 for k in ("luts", "dsps", "bram_kbits")}
     fixed = {k: max(0.0, sweep[p][k] - p * per_lane[k]) for k in per_lane}
@@ -323,6 +342,14 @@ def _write_resource_table(cfg, path, out, fmax):
                     ("mlp", mlp)):
         lines += [f"[cores.{name}]", f"luts = {round(r['luts'])}", f"dsps = {round(r['dsps'])}",
                   f"bram_kbits = {round(r['bram_kbits'])}", ""]
+    names = ", ".join(f"{r}x{c}" for r, c, _ in shapes)
+    lines += [f"# MLP core cost model: fixed + mac x rows x lanes + lane x lanes + row x rows, "
+              f"fitted to {len(shapes)} shapes", f"# ({names}; worst residual "
+              f"{fitted['fit_error']:.1%}); on-chip RAM from the memory sizes.", ""]
+    for name in ("mlp_fixed", "mlp_mac", "mlp_lane", "mlp_row"):
+        r = fitted[name]
+        lines += [f"[cores.{name}]", f"luts = {r['luts']:.3f}", f"dsps = {r['dsps']:.3f}",
+                  f"bram_kbits = {r['bram_kbits']:.3f}", ""]
     path.write_text("\n".join(lines))
     print(f"  resource table written to {path}")
 

@@ -21,7 +21,7 @@ from .planner import (
     choice_from_dict,
     evaluate,
     pipeline_cycles,
-    solve,
+    plan_device,
     stage_cycles,
 )
 from .stats import analyse_npz, remap_permutation, synthetic_traces
@@ -62,8 +62,10 @@ def plan_config(cfg, batch: int = 256, trace_batches: int = 8, time_limit: float
     traces = synthetic_traces(cfg.model, trace_batches, batch, seed=cfg.model.seed,
                               alphas=table_alphas(cfg.model))
     analysed = analyse_npz(traces, cfg.model)
-    inst = build_instance(cfg, [s for s, _ in analysed], batch)
-    return solve(inst, time_limit=time_limit).to_dict(), analysed
+    plan, sizing = plan_device(cfg, [s for s, _ in analysed], batch, time_limit=time_limit)
+    out = plan.to_dict()
+    out["sizing"] = sizing
+    return out, analysed
 
 
 def prepare_device(cfg, batch: int = 256, trace_batches: int = 8, time_limit: float = 60.0,
@@ -71,7 +73,8 @@ def prepare_device(cfg, batch: int = 256, trace_batches: int = 8, time_limit: fl
     """Plan ``cfg`` from a synthetic trace and build the device and its memory image."""
     plan, analysed = plan_config(cfg, batch, trace_batches, time_limit, log)
     mix = plan["core_mix"]
-    log(f"[plan] {mix['gather_cores']} gather cores, {mix['tt_arrays']} TT arrays; predicted "
+    log(f"[plan] MLP core {plan['mlp']['rows']} x {plan['mlp']['lanes']}, "
+        f"{mix['gather_cores']} gather cores, {mix['tt_arrays']} TT arrays; predicted "
         f"{plan['predicted']['cycles_per_batch']:,.0f} cycles per batch, bottleneck "
         f"{plan['predicted']['bottleneck']}")
     fparams = init_params(cfg.model)
@@ -164,7 +167,7 @@ def planned_qps(setup: DeviceSetup, batch: int) -> dict:
     """The planned device's queries/s at another batch size, from the planner's cost model
     (the same device: its shard map and core mix; the workload's statistics scaled to
     ``batch``)."""
-    inst = build_instance(setup.cfg, setup.stats, batch)
+    inst = build_instance(setup.cfg, setup.stats, batch, mlp_shape=plan_mlp_shape(setup.plan))
     result = evaluate(inst, *choice_from_dict(inst, setup.plan))
     if result is None:
         raise ValueError(f"the planned device does not fit the workload at batch {batch}")
@@ -174,20 +177,33 @@ def planned_qps(setup: DeviceSetup, batch: int) -> dict:
             "bottleneck": max(result[1], key=result[1].get)}
 
 
+def plan_mlp_shape(plan: dict) -> tuple:
+    """The (rows, lanes) of a plan's MLP core (16 x 16 for plans written before sizing)."""
+    shape = plan.get("mlp", {})
+    return shape.get("rows", 16), shape.get("lanes", 16)
+
+
 def predict_batch(setup: DeviceSetup, bags) -> dict:
     """The planner's cost model (:func:`screc.sw.planner.stage_cycles`) applied to one batch's
     own lookups (original indices): the tier each row is read from follows from the remapper
     and the plan's thresholds, the gather work from the device's table-to-core dealing.
     Separates the model's error from the difference between the trace and the batch."""
     plan, p = setup.plan, setup.params
-    inst = build_instance(setup.cfg, setup.stats, setup.batch_size)
+    inst = build_instance(setup.cfg, setup.stats, setup.batch_size,
+                          mlp_shape=plan_mlp_shape(plan))
     records = sum(max(1, hi - lo) for bag in bags
                   for lo, hi in zip(bag.offsets, np.append(bag.offsets[1:], bag.indices.size)))
     loads = []
     for t, (rec, route, bag) in enumerate(zip(plan["tables"], p.routes, bags)):
         idx = bag.indices[(bag.indices >= 0) & (bag.indices < route.rows)]
         if route.kind == "tt":
-            loads.append(TableLoad(tt=idx.size, tt_cycles=rec["tt_cycles_per_lookup"]))
+            # bags dealt round-robin over the replicas: the busiest array's share
+            starts = bag.offsets
+            ends = np.append(bag.offsets[1:], bag.indices.size)
+            sizes = [int(((bag.indices[a:b] >= 0) & (bag.indices[a:b] < route.rows)).sum())
+                     for a, b in zip(starts, ends)]
+            busiest = max(sum(sizes[k::route.replicas]) for k in range(route.replicas))
+            loads.append(TableLoad(tt=busiest, tt_cycles=rec["tt_cycles_per_lookup"]))
             continue
         new = setup.remap[t][idx]
         k1, k2 = rec["k_bram"], rec["k_bram"] + rec["k_dram"]

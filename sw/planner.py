@@ -21,6 +21,7 @@ import time
 import tomllib
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import pulp
 
@@ -41,9 +42,16 @@ from .image import row_bytes
 __all__ = ["CoreCosts", "load_core_costs", "resource_generator_hash", "TableInput", "PlanError",
            "Instance", "build_instance", "instance_for", "evaluate", "solve", "greedy",
            "brute_force", "ShardPlan", "pipeline_cycles", "choice_from_dict", "TableLoad",
-           "stage_cycles", "TIERS"]
+           "stage_cycles", "TIERS", "TTOption", "RESOURCES", "mlp_usage", "tt_array_usage",
+           "tt_lanes_for_rank", "plan_device", "MLP_SHAPES", "MAX_TT_REPLICAS"]
 
 TIERS = ("bram", "dram", "ssd")
+RESOURCES = ("luts", "dsps", "bram_kbits")
+MLP_SHAPES = tuple((r, lanes) for r in (8, 16, 32) for lanes in (16, 32, 64, 128, 192, 256))
+"""MLP core shapes (rows R, lanes L) the sizing enumerates: R a power of two (feature banks),
+L dividing the 64-byte port beat or a multiple of it (``DeviceParams``)."""
+MAX_TT_REPLICAS = 4
+"""Most TT arrays one table may be given (its bags dealt round-robin over them)."""
 
 EPS = 1e-3
 """Weight of the secondary objective (memory-traffic cycles, plus one per core) that breaks
@@ -60,9 +68,11 @@ class PlanError(ValueError):
 
 @dataclass(frozen=True)
 class CoreCosts:
-    luts: int
-    dsps: int
-    bram_kbits: int
+    """FPGA resources of a core (or, for the fitted MLP terms, per unit of its size)."""
+
+    luts: float
+    dsps: float
+    bram_kbits: float
 
 
 def resource_generator_hash(cfg) -> str:
@@ -78,14 +88,64 @@ def resource_generator_hash(cfg) -> str:
 
 def load_core_costs(path=DEFAULT_COSTS) -> dict:
     data = tomllib.loads(Path(path).read_text())
-    return {name: CoreCosts(int(v["luts"]), int(v["dsps"]), int(v["bram_kbits"]))
+    return {name: CoreCosts(float(v["luts"]), float(v["dsps"]), float(v["bram_kbits"]))
             for name, v in data["cores"].items()}
+
+
+def tt_lanes_for_rank(rank: int, max_lanes: int) -> int:
+    """MAC lanes of a TT array for a table of TT rank ``rank``: the rank rounded up to a power
+    of two (lanes beyond it idle: the array tiles the rank over its lanes), at most the
+    config's ``tt_lanes``."""
+    return min(max_lanes, 1 << max(0, (rank - 1).bit_length()))
+
+
+def tt_array_usage(costs: dict, lanes: int) -> dict:
+    """FPGA resources of one TT array of ``lanes`` lanes (fixed part + per-lane part, measured
+    by ``make synth``'s lane sweep)."""
+    return {k: getattr(costs["tt_array_fixed"], k) + lanes * getattr(costs["tt_lane"], k)
+            for k in RESOURCES}
+
+
+def mlp_usage(costs: dict, params: MLPParams) -> dict:
+    """FPGA resources of an MLP core: LUTs and DSPs from the fit over ``make synth``'s shape
+    sweep (``mlp_fixed + mlp_mac x R L + mlp_lane x L + mlp_row x R``); on-chip RAM from its
+    memories' sizes (weights, biases, and the activation banks twice: two read ports), which
+    the mapping may place in LUTs instead (then counted twice: conservative)."""
+    R, L = params.rows, params.lanes
+    n = params.numerics
+    out = {k: getattr(costs["mlp_fixed"], k) + R * L * getattr(costs["mlp_mac"], k)
+           + L * getattr(costs["mlp_lane"], k) + R * getattr(costs["mlp_row"], k)
+           for k in ("luts", "dsps")}
+    bits = (params.weight_words * R * n.weight_bits + params.bias_words * R * params.bias_bits
+            + 2 * params.act_words * R * L * n.act_bits)
+    out["bram_kbits"] = -(-bits // 1024)
+    return out
+
+
+class TTOption(NamedTuple):
+    """One way to serve a table TT-compressed: at ``rank``, on ``replicas`` arrays of
+    ``lanes`` lanes (each holding the ``core_bytes`` / ``replicas`` bytes of cores), one array
+    rebuilding a row in ``cycles_per_lookup`` cycles; ``usage``: (LUTs, DSPs, on-chip Kb) of
+    one array."""
+
+    rank: int
+    core_bytes: float
+    cycles_per_lookup: float
+    replicas: int = 1
+    lanes: int = 0
+    usage: tuple = (0, 0, 0)
+
+    @property
+    def effective_cycles(self) -> float:
+        """Cycles per lookup of the table: its lookups dealt over the replicas."""
+        return self.cycles_per_lookup / self.replicas
 
 
 @dataclass(frozen=True)
 class TableInput:
     """What the planner knows of a table: ``lookups`` per batch, ``ks``/``cov`` the coverage
-    breakpoints, and per TT option ``(ranks, core_bytes, cycles_per_lookup)``."""
+    breakpoints, and its TT options (:class:`TTOption`, or ``(rank, core_bytes,
+    cycles_per_lookup)`` for one array)."""
 
     name: str
     rows: int
@@ -108,14 +168,20 @@ class TableInput:
         check_number(PlanError, owner, "bram_row_bytes", self.bram_row_bytes, lo=0,
                      integer=True)
         check_curve(PlanError, owner, self.rows, self.ks, self.cov)
+        options = []
         for i, opt in enumerate(self.tt_options):
-            if len(opt) != 3:
+            if not isinstance(opt, TTOption) and len(opt) != 3:
                 raise PlanError(f"{owner}: tt_options[{i}] = {opt!r}: must be (rank, "
-                                "core_bytes, cycles_per_lookup)")
+                                "core_bytes, cycles_per_lookup) or a TTOption")
+            opt = opt if isinstance(opt, TTOption) else TTOption(*opt)
+            options.append(opt)
+            check_number(PlanError, owner, f"tt_options[{i}].replicas", opt.replicas, lo=1,
+                         integer=True)
             check_number(PlanError, owner, f"tt_options[{i}].rank", opt[0], lo=1, integer=True)
             check_number(PlanError, owner, f"tt_options[{i}].core_bytes", opt[1], lo=0)
             check_number(PlanError, owner, f"tt_options[{i}].cycles_per_lookup", opt[2], lo=0,
                          lo_open=True)
+        object.__setattr__(self, "tt_options", tuple(options))
         if not self.dense_allowed and not self.tt_options:
             raise PlanError(f"{owner}: dense_allowed = False and no tt_options: the table has "
                             "no placement")
@@ -142,6 +208,15 @@ class Instance:
     tiles: int = 1
     router_cycles: float = 0.0
     """Lookup records per batch (rows plus empty bags): the device routes one per cycle."""
+    budget: dict | None = None
+    """FPGA resources (``RESOURCES``) left for the gather cores and TT arrays; None: only the
+    mixes limit them."""
+    gather_usage: dict | None = None
+    """Resources of one gather core (with ``budget``)."""
+    mlp_shape: tuple = (16, 16)
+    """The MLP core's (rows, lanes) that ``mlp_cycles`` was computed for."""
+    reserved_usage: dict | None = None
+    """Resources the MLP core takes (already outside ``budget``)."""
 
     def __post_init__(self):
         owner = "Instance"
@@ -181,6 +256,13 @@ class Instance:
             check_number(PlanError, owner, field, getattr(self, field), lo=0)
         check_number(PlanError, owner, "batch", self.batch, lo=1, integer=True)
         check_number(PlanError, owner, "tiles", self.tiles, lo=1, integer=True)
+        if self.budget is not None:
+            if set(self.budget) != set(RESOURCES) or set(self.gather_usage or {}) != set(
+                    RESOURCES):
+                raise PlanError(f"{owner}: budget and gather_usage must both give "
+                                f"{list(RESOURCES)}")
+            for k in RESOURCES:
+                check_number(PlanError, owner, f"budget[{k!r}]", self.budget[k])
 
 
 def pipeline_cycles(parts: dict, tiles: int) -> float:
@@ -196,32 +278,47 @@ def _tt_with_rank(tt: TTConfig, rank: int) -> TTConfig:
     return TTConfig(tt.p_shapes, tt.q_shapes, tuple(rank for _ in tt.ranks))
 
 
-def build_instance(cfg, stats, batch: int, costs=None, max_cores: int = 16) -> Instance:
+def build_instance(cfg, stats, batch: int, costs=None, max_cores: int = 16,
+                   mlp_shape: tuple = (16, 16)) -> Instance:
     """The planning instance of a config: per-table inputs from ``stats`` (one
-    :class:`screc.sw.stats.TableStats` per table) and the core mixes the FPGA budget admits."""
+    :class:`screc.sw.stats.TableStats` per table), the MLP core of ``mlp_shape`` (rows, lanes),
+    and the core mixes the FPGA budget left by that MLP core admits."""
     check_number(PlanError, "build_instance", "batch", batch, lo=1, integer=True)
     if len(stats) != len(cfg.model.tables):
         raise PlanError(f"{len(stats)} table statistics for {len(cfg.model.tables)} tables")
-    mlp_params, program = MLPParams.zero_program(cfg)
+    costs = costs or load_core_costs()
+    mlp_params, program = MLPParams.zero_program(cfg, *mlp_shape)
+    port_bits = cfg.device.gather_port_bytes * 8
+    if mlp_params.load_bits > port_bits:
+        raise PlanError(f"MLP core {mlp_shape[0]} x {mlp_shape[1]}: a load word of "
+                        f"{mlp_params.rows} biases is {mlp_params.load_bits} bits, wider than "
+                        f"the {port_bits}-bit port the boot stream arrives on")
     load = tile_load_cycles(program.dense_features, len(cfg.model.tables), cfg.model.emb_dim,
                             mlp_params.lanes, cfg.device.gather_port_bytes)
-    mlp_cycles = (program.cycles_per_tile + load) * -(-batch // mlp_params.lanes)
+    tiles = -(-batch // mlp_params.lanes)
+    mlp_cycles = (program.cycles_per_tile + load) * tiles
     return instance_for(cfg.device, cfg.numerics, cfg.model.tables, stats, batch, mlp_cycles,
-                        costs, max_cores, tiles=-(-batch // mlp_params.lanes))
+                        costs, max_cores, tiles=tiles, reserved=mlp_usage(costs, mlp_params),
+                        mlp_shape=tuple(mlp_shape))
 
 
 def instance_for(dev, numerics, tables, stats, batch: int, mlp_cycles: float, costs=None,
-                 max_cores: int = 16, tiles: int = 1) -> Instance:
+                 max_cores: int = 16, tiles: int = 1, reserved: dict | None = None,
+                 mlp_shape: tuple = (16, 16), max_replicas: int = MAX_TT_REPLICAS) -> Instance:
     """:func:`build_instance` for any list of :class:`screc.sw.config.TableConfig` (dims may
-    differ: the benchmark's Meta-scale model is not a dot-interaction DLRM)."""
+    differ: the benchmark's Meta-scale model is not a dot-interaction DLRM). ``reserved``: the
+    resources the MLP core takes (default: the resource table's 16 x 16 core); a TT table may
+    get up to ``max_replicas`` arrays of lanes following its rank."""
     check_number(PlanError, "instance_for", "batch", batch, lo=1, integer=True)
     check_number(PlanError, "instance_for", "max_cores", max_cores, lo=1, integer=True)
+    check_number(PlanError, "instance_for", "max_replicas", max_replicas, lo=1, integer=True)
     if len(stats) != len(tables):
         raise PlanError(f"{len(stats)} table statistics for {len(tables)} tables")
     costs = costs or load_core_costs()
     n = numerics
     dram, ssd = dev.tier("dram"), dev.tier("ssd")
     inputs, dram_bpa, gather_cpr = [], {}, {}
+    min_array = None
     for tcfg, st in zip(tables, stats):
         if st.rows != tcfg.rows:
             raise PlanError(f"table {tcfg.name!r}: statistics for {st.rows} rows, the table has "
@@ -231,8 +328,15 @@ def instance_for(dev, numerics, tables, stats, batch: int, mlp_cycles: float, co
         if tcfg.tt is not None and tcfg.placement != "dense":
             for rank in tcfg.tt_rank_options or (max(tcfg.tt.ranks),):
                 tt = _tt_with_rank(tcfg.tt, rank)
-                cpl = TTCoreParams(tt, tcfg.rows, dev.tt_lanes, n).cycles_per_lookup
-                options.append((rank, tt.params * n.tt_core_bits // 8, cpl))
+                lanes = tt_lanes_for_rank(rank, dev.tt_lanes)
+                cpl = TTCoreParams(tt, tcfg.rows, lanes, n).cycles_per_lookup
+                use = tt_array_usage(costs, lanes)
+                if min_array is None or use["luts"] < min_array["luts"]:
+                    min_array = use
+                core_bytes = tt.params * n.tt_core_bits // 8
+                options += [TTOption(rank, core_bytes * k, cpl, k, lanes,
+                                     tuple(use[r] for r in RESOURCES))
+                            for k in range(1, max_replicas + 1)]
         inputs.append(TableInput(tcfg.name, tcfg.rows, rb, st.pooling * batch, st.ks,
                                  st.coverage, tuple(options), tcfg.placement != "tt",
                                  -(-rb // dev.gather_port_bytes) * dev.gather_port_bytes))
@@ -240,21 +344,30 @@ def instance_for(dev, numerics, tables, stats, batch: int, mlp_cycles: float, co
         gather_cpr[tcfg.name] = -(-rb // dev.gather_port_bytes)
     fpga = dev.fpga
     onchip_kbits = fpga.bram_kbits + fpga.uram_kbits - dev.tier("bram").capacity_bytes * 8 // 1024
-    budget = {"luts": fpga.luts, "dsps": fpga.dsps, "bram_kbits": onchip_kbits}
-    fixed = costs["mlp"]
+    total = {"luts": fpga.luts, "dsps": fpga.dsps, "bram_kbits": onchip_kbits}
+    if reserved is None:
+        reserved = {k: getattr(costs["mlp"], k) for k in RESOURCES}
+    budget = {k: total[k] - reserved[k] for k in RESOURCES}
+    if any(v < 0 for v in budget.values()):
+        short = [f"{k}: it needs {reserved[k]:,.0f} of {total[k]:,}" for k in RESOURCES
+                 if budget[k] < 0]
+        raise PlanError(f"FPGA: the MLP core of {mlp_shape[0]} x {mlp_shape[1]} does not fit "
+                        f"({'; '.join(short)})")
+    gather = {k: getattr(costs["gather"], k) for k in RESOURCES}
+    array = min_array or tt_array_usage(costs, dev.tt_lanes)
 
-    def usage(ng, nt):
-        return {k: getattr(fixed, k) + ng * getattr(costs["gather"], k)
-                + nt * (getattr(costs["tt_array_fixed"], k)
-                        + dev.tt_lanes * getattr(costs["tt_lane"], k)) for k in budget}
+    def fits(ng, nt):
+        return all(ng * gather[k] + nt * array[k] <= budget[k] for k in RESOURCES)
 
-    mixes = [(ng, nt) for ng in range(max_cores + 1) for nt in range(max_cores + 1)
-             if (ng or nt) and all(v <= budget[k] for k, v in usage(ng, nt).items())]
+    max_arrays = max(max_cores, sum(max((o.replicas for o in t.tt_options), default=0)
+                                    for t in inputs))
+    mixes = [(ng, nt) for ng in range(max_cores + 1) for nt in range(max_arrays + 1)
+             if (ng or nt) and fits(ng, nt)]
     if not mixes:
-        need = min((usage(1, 0), usage(0, 1)), key=lambda u: sum(u[k] / budget[k] for k in u))
-        raise PlanError("FPGA: even one core does not fit: " + ", ".join(
-            f"{k} needs {need[k]}, {need[k] - budget[k]} more than the budget {budget[k]}"
-            for k in budget if need[k] > budget[k]))
+        need = min((gather, array), key=lambda u: sum(u[k] / max(budget[k], 1) for k in u))
+        raise PlanError("FPGA: even one core does not fit beside the MLP core: " + ", ".join(
+            f"{k} needs {need[k]}, {need[k] - budget[k]} more than the {budget[k]} left"
+            for k in RESOURCES if need[k] > budget[k]))
     return Instance(
         tables=tuple(inputs), mixes=tuple(mixes),
         capacity={t.name: t.capacity_bytes for t in dev.tiers},
@@ -265,7 +378,9 @@ def instance_for(dev, numerics, tables, stats, batch: int, mlp_cycles: float, co
         gather_cycles_per_row=gather_cpr, mlp_cycles=float(mlp_cycles), batch=batch,
         clock_mhz=dev.clock_mhz, ssd_latency_cycles=float(ssd.latency_cycles(dev.clock_mhz)),
         tiles=tiles,
-        router_cycles=float(sum(st.pooling * batch + st.empty_share * batch for st in stats)))
+        router_cycles=float(sum(st.pooling * batch + st.empty_share * batch for st in stats)),
+        budget=budget, gather_usage=gather, mlp_shape=tuple(mlp_shape),
+        reserved_usage=dict(reserved))
 
 
 @dataclass(frozen=True)
@@ -333,12 +448,15 @@ def evaluate(inst: Instance, choice, mix):
     use = dict.fromkeys(TIERS, 0.0)
     loads = []
     n_tt = n_dense = 0
+    fabric = dict.fromkeys(RESOURCES, 0.0)
     for tab, c in zip(inst.tables, choice):
         if c[0] == "tt":
-            rank, core_bytes, cpl = tab.tt_options[c[1]]
-            use["bram"] += core_bytes
-            loads.append(TableLoad(tt=tab.lookups, tt_cycles=cpl))
-            n_tt += 1
+            opt = tab.tt_options[c[1]]
+            use["bram"] += opt.core_bytes
+            loads.append(TableLoad(tt=tab.lookups, tt_cycles=opt.effective_cycles))
+            n_tt += opt.replicas
+            for k, v in zip(RESOURCES, opt.usage):
+                fabric[k] += opt.replicas * v
             continue
         if not tab.dense_allowed:
             return None
@@ -356,6 +474,9 @@ def evaluate(inst: Instance, choice, mix):
     if any(use[k] > inst.capacity[k] + 1e-6 for k in use):
         return None
     if (n_dense and ng == 0) or n_tt != nt:
+        return None
+    if inst.budget is not None and any(
+            fabric[k] + ng * inst.gather_usage[k] > inst.budget[k] + 1e-6 for k in RESOURCES):
         return None
     parts = stage_cycles(inst, loads, ng)
     return max(parts.values()) + EPS * (parts["dram"] + parts["ssd"] + ng + nt), parts, use
@@ -434,9 +555,10 @@ class ShardPlan:
         for tab, c in zip(inst.tables, self.choice):
             rec = {"name": tab.name, "rows": tab.rows, "lookups_per_batch": tab.lookups}
             if c[0] == "tt":
-                rank, core_bytes, cpl = tab.tt_options[c[1]]
-                rec.update({"placement": "tt", "rank": rank, "bram_bytes": core_bytes,
-                            "tt_cycles_per_lookup": cpl,
+                opt = tab.tt_options[c[1]]
+                rec.update({"placement": "tt", "rank": opt.rank, "bram_bytes": opt.core_bytes,
+                            "replicas": opt.replicas, "tt_lanes": opt.lanes,
+                            "tt_cycles_per_lookup": opt.cycles_per_lookup,
                             "predicted": {"tt_lookups": tab.lookups}})
             else:
                 a, b = c[1], c[2]
@@ -452,6 +574,9 @@ class ShardPlan:
         return {
             "batch": inst.batch, "clock_mhz": inst.clock_mhz,
             "core_mix": {"gather_cores": self.mix[0], "tt_arrays": self.mix[1]},
+            "mlp": {"rows": inst.mlp_shape[0], "lanes": inst.mlp_shape[1],
+                    "macs": inst.mlp_shape[0] * inst.mlp_shape[1]},
+            "resources": self.resources(),
             "predicted": {"cycles_per_batch": pipeline_cycles(self.breakdown, inst.tiles),
                           "steady_state_cycles": self.cycles,
                           "us_per_batch": pipeline_cycles(self.breakdown, inst.tiles)
@@ -461,6 +586,26 @@ class ShardPlan:
             "usage_bytes": self.usage, "capacity_bytes": inst.capacity,
             "solver": self.solver, "tables": tables,
         }
+
+    def resources(self) -> dict:
+        """Per FPGA resource: what the MLP core, the gather cores and the TT arrays take, the
+        total the budget allows, and ``binding``: the resource with the largest share."""
+        inst = self.instance
+        if inst.budget is None:
+            return {}
+        used = dict(inst.reserved_usage)
+        for k in RESOURCES:
+            used[k] += self.mix[0] * inst.gather_usage[k]
+        for tab, c in zip(inst.tables, self.choice):
+            if c[0] == "tt":
+                opt = tab.tt_options[c[1]]
+                for k, v in zip(RESOURCES, opt.usage):
+                    used[k] += opt.replicas * v
+        total = {k: inst.budget[k] + inst.reserved_usage[k] for k in RESOURCES}
+        out = {k: {"used": used[k], "total": total[k], "share": used[k] / total[k],
+                   "mlp": inst.reserved_usage[k]} for k in RESOURCES}
+        out["binding"] = max(RESOURCES, key=lambda k: used[k] / total[k])
+        return out
 
     def write(self, path):
         Path(path).write_text(json.dumps(self.to_dict(), indent=2))
@@ -475,11 +620,12 @@ def choice_from_dict(inst: Instance, plan: dict):
     choice = []
     for tab, rec in zip(inst.tables, tables):
         if rec["placement"] == "tt":
-            ranks = [o[0] for o in tab.tt_options]
-            if rec["rank"] not in ranks:
-                raise PlanError(f"table {tab.name!r}: the plan's TT rank {rec['rank']} is not "
-                                f"among its options {ranks}")
-            choice.append(("tt", ranks.index(rec["rank"])))
+            want = (rec["rank"], rec.get("replicas", 1))
+            keys = [(o.rank, o.replicas) for o in tab.tt_options]
+            if want not in keys:
+                raise PlanError(f"table {tab.name!r}: the plan's TT rank and replicas {want} "
+                                f"are not among its options {keys}")
+            choice.append(("tt", keys.index(want)))
             continue
         k1, k2 = rec["k_bram"], rec["k_bram"] + rec["k_dram"]
         if k1 not in tab.ks or k2 not in tab.ks:
@@ -499,6 +645,7 @@ def _model(inst: Instance, slack: bool = False):
     uses_ssd = prob.add_variable("uses_ssd", cat="Binary")
     x, y = {}, {}
     gather_w, dram_t, ssd_t, n_tt = [], [], [], []
+    fabric = {k: [] for k in RESOURCES}
     use = {tier: [] for tier in TIERS}
     n_dense = []
     for t, tab in enumerate(inst.tables):
@@ -533,10 +680,12 @@ def _model(inst: Instance, slack: bool = False):
             n_dense.append(d)
             x[t] = (d, z1, z2)
         prob += pulp.lpSum(ys) + d == 1
-        for i, (rank, core_bytes, cpl) in enumerate(tab.tt_options):
-            use["bram"].append(core_bytes * ys[i])
-            prob += T >= tab.lookups * cpl * ys[i]
-            n_tt.append(ys[i])
+        for i, opt in enumerate(tab.tt_options):
+            use["bram"].append(opt.core_bytes * ys[i])
+            prob += T >= tab.lookups * opt.effective_cycles * ys[i]
+            n_tt.append(opt.replicas * ys[i])
+            for k, v in zip(RESOURCES, opt.usage):
+                fabric[k].append(opt.replicas * v * ys[i])
         y[t] = ys
     slacks = {}
     for tier, terms in use.items():
@@ -554,6 +703,11 @@ def _model(inst: Instance, slack: bool = False):
     big_g = sum(tab.lookups * inst.gather_cycles_per_row[tab.name] for tab in inst.tables)
     n_tables = len(inst.tables)
     prob += pulp.lpSum(n_tt) == pulp.lpSum(nt * mv for mv, (_, nt) in zip(m, inst.mixes))
+    if inst.budget is not None:
+        for k in RESOURCES:
+            prob += (pulp.lpSum(fabric[k]) + pulp.lpSum(
+                ng * inst.gather_usage[k] * mv for mv, (ng, _) in zip(m, inst.mixes))
+                <= inst.budget[k]), f"fpga_{k}"
     for mv, (ng, nt) in zip(m, inst.mixes):
         if ng:
             prob += T >= pulp.lpSum(gather_w) * (1.0 / ng) - big_g * (1 - mv)
@@ -711,3 +865,52 @@ def solve(inst: Instance, time_limit: float = 60.0, gap: float = 0.005, msg=Fals
         "objective": objective, "mip_objective": mip_objective, "score": score,
         "gap": gap_value, "solve_s": solve_s, "polish_s": time.perf_counter() - t1,
         "binaries": binaries, "time_limit_s": time_limit, "gap_limit": gap})
+
+
+def plan_device(cfg, stats, batch: int, costs=None, time_limit: float = 60.0,
+                gap: float = 0.005, shapes=MLP_SHAPES, max_cores: int = 16, log=None):
+    """Size the device and plan it: for each MLP shape (rows, lanes) of ``shapes`` that fits
+    the FPGA, the shard-map MIP over the resources it leaves (gather cores, TT arrays with
+    their lanes and replicas); the plan with the fewest predicted cycles per batch wins
+    (ties: fewer MACs). A shape whose MLP alone takes at least the best plan's cycles is not
+    solved (the MLP bounds a plan from below). Returns ``(ShardPlan, sizing)``: ``sizing``
+    lists every shape with its cycles, or why it was refused or skipped."""
+    costs = costs or load_core_costs()
+    sizing, candidates = [], []
+    for rows, lanes in shapes:
+        try:
+            inst = build_instance(cfg, stats, batch, costs, max_cores, (rows, lanes))
+        except PlanError as err:
+            sizing.append({"rows": rows, "lanes": lanes, "refused": str(err)})
+            continue
+        candidates.append(inst)
+    if not candidates:
+        raise PlanError("no MLP core shape fits the FPGA: " + "; ".join(
+            s["refused"] for s in sizing))
+    candidates.sort(key=lambda i: (i.mlp_cycles, i.mlp_shape[0] * i.mlp_shape[1]))
+    best = None
+    for inst in candidates:
+        rows, lanes = inst.mlp_shape
+        bound = pipeline_cycles({"mlp": inst.mlp_cycles, "emb": 0.0}, inst.tiles)
+        if best is not None and bound >= best[0]:
+            sizing.append({"rows": rows, "lanes": lanes, "skipped": "its MLP alone is slower",
+                           "mlp_cycles": inst.mlp_cycles})
+            continue
+        try:
+            plan = solve(inst, time_limit=time_limit, gap=gap)
+        except PlanError as err:
+            sizing.append({"rows": rows, "lanes": lanes, "refused": str(err)})
+            continue
+        cycles = pipeline_cycles(plan.breakdown, inst.tiles)
+        sizing.append({"rows": rows, "lanes": lanes, "cycles_per_batch": cycles,
+                       "bottleneck": max(plan.breakdown, key=plan.breakdown.get),
+                       "binding_resource": plan.resources()["binding"]})
+        if log:
+            log(f"[size] MLP {rows} x {lanes}: {cycles:,.0f} cycles per batch")
+        key = (cycles, rows * lanes)
+        if best is None or key < best[:2]:
+            best = (cycles, rows * lanes, plan)
+    if best is None:
+        raise PlanError("no MLP core shape gives a feasible plan: " + "; ".join(
+            s.get("refused", "") for s in sizing))
+    return best[2], sizing

@@ -6,17 +6,23 @@ import pytest
 from screc.sw.flow import device_image
 from screc.sw.image import read_image
 from screc.sw.planner import (
+    RESOURCES,
     Instance,
     PlanError,
     TableInput,
     TableLoad,
     brute_force,
     build_instance,
+    choice_from_dict,
     evaluate,
     greedy,
     instance_for,
+    load_core_costs,
+    mlp_usage,
+    plan_device,
     solve,
     stage_cycles,
+    tt_lanes_for_rank,
 )
 from screc.sw.stats import remap_permutation, zipf_coverage
 from screc.sw.workloads import meta_scale
@@ -148,23 +154,80 @@ def test_a_tier_short_of_space_is_named_with_the_shortfall():
         solve(inst, time_limit=20)
 
 
-def test_an_fpga_too_small_for_any_core_is_refused(demo_config):
+def _with_fpga(cfg, **change):
     import dataclasses
 
-    from screc.sw.stats import zipf_coverage
+    fpga = dataclasses.replace(cfg.device.fpga, **change)
+    return dataclasses.replace(cfg, device=dataclasses.replace(cfg.device, fpga=fpga))
 
-    fpga = dataclasses.replace(demo_config.device.fpga, dsps=10)
-    cfg = dataclasses.replace(demo_config, device=dataclasses.replace(demo_config.device,
-                                                                      fpga=fpga))
-    stats = [zipf_coverage(t.rows, 1.0, accesses=100, bags=100) for t in cfg.model.tables]
-    from screc.sw.planner import load_core_costs
+
+def _demo_stats(cfg, pooling_scale=1.0):
+    return [zipf_coverage(t.rows, 1.0, accesses=int(100 * t.pooling * pooling_scale), bags=100)
+            for t in cfg.model.tables]
+
+
+def test_an_fpga_too_small_is_refused_naming_the_resource(demo_config):
+    from screc.hw.mlp import MLPParams
 
     costs = load_core_costs()
-    need = costs["mlp"].dsps + min(costs["gather"].dsps, costs["tt_array_fixed"].dsps
-                                   + cfg.device.tt_lanes * costs["tt_lane"].dsps)
-    with pytest.raises(PlanError, match=f"FPGA: even one core does not fit: dsps needs {need}, "
-                                        f"{need - 10} more than the budget 10"):
-        build_instance(cfg, stats, 256)
+    mlp = mlp_usage(costs, MLPParams.zero_program(demo_config, 16, 16)[0])
+    # room for the MLP core but not for one more core: the shortfall is named
+    cfg = _with_fpga(demo_config, luts=int(mlp["luts"]) + 100)
+    with pytest.raises(PlanError, match=r"FPGA: even one core does not fit beside the MLP "
+                                        r"core: luts needs \d+"):
+        build_instance(cfg, _demo_stats(cfg), 256)
+    # not even the MLP core: the shape and the resource
+    cfg = _with_fpga(demo_config, dsps=10)
+    with pytest.raises(PlanError, match=r"the MLP core of 16 x 16 does not fit \(dsps: it needs"):
+        build_instance(cfg, _demo_stats(cfg), 256)
+    with pytest.raises(PlanError, match="no MLP core shape fits the FPGA"):
+        plan_device(cfg, _demo_stats(cfg), 256)
+
+
+def test_sizing_takes_the_fastest_shape_that_fits_and_names_the_binding_resource(demo_config):
+    stats = _demo_stats(demo_config)
+    plan, sizing = plan_device(demo_config, stats, 256)
+    d = plan.to_dict()
+    rows, lanes = d["mlp"]["rows"], d["mlp"]["lanes"]
+    solved = [s for s in sizing if "cycles_per_batch" in s]
+    best = min(s["cycles_per_batch"] for s in solved)
+    assert d["predicted"]["cycles_per_batch"] == pytest.approx(best)
+    assert (rows, lanes) != (16, 16) or best == max(s["cycles_per_batch"] for s in solved)
+    res = d["resources"]
+    for k in RESOURCES:
+        assert res[k]["used"] <= res[k]["total"]
+    assert res["binding"] == max(RESOURCES, key=lambda k: res[k]["share"])
+    # a shape skipped by the bound could not have beaten the plan
+    for s in sizing:
+        if "skipped" in s:
+            assert s["mlp_cycles"] >= best - 1e-6
+    # the same sizing under a DSP budget that only fits small cores: a smaller, slower device
+    small = _with_fpga(demo_config, dsps=300)
+    plan_s, _ = plan_device(small, stats, 256)
+    ds = plan_s.to_dict()
+    assert ds["mlp"]["macs"] < d["mlp"]["macs"] or ds["core_mix"] != d["core_mix"]
+    assert ds["resources"]["dsps"]["used"] <= 300
+    assert ds["predicted"]["cycles_per_batch"] >= d["predicted"]["cycles_per_batch"]
+
+
+def test_a_hot_tt_table_is_replicated_and_costs_what_evaluate_says(demo_config):
+    # the TT tables 20x hotter: one array per table would bound the batch
+    stats = _demo_stats(demo_config, pooling_scale=20.0)
+    plan, _ = plan_device(demo_config, stats, 256)
+    d = plan.to_dict()
+    tt = [r for r in d["tables"] if r["placement"] == "tt"]
+    assert any(r["replicas"] > 1 for r in tt)
+    assert d["core_mix"]["tt_arrays"] == sum(r["replicas"] for r in tt)
+    for r in tt:
+        assert r["tt_lanes"] == tt_lanes_for_rank(r["rank"], demo_config.device.tt_lanes)
+    score = evaluate(plan.instance, plan.choice, plan.mix)[0]
+    assert plan.solver["objective"] == pytest.approx(score, rel=1e-9)
+    assert choice_from_dict(plan.instance, d) == (plan.choice, plan.mix)
+
+
+def test_tt_lanes_follow_the_rank():
+    assert [tt_lanes_for_rank(r, 16) for r in (1, 2, 3, 8, 9, 16, 32)] == [1, 2, 4, 8, 16, 16,
+                                                                           16]
 
 
 def test_plan_remap_and_image_round_trip(demo_config, tmp_path):

@@ -3,9 +3,12 @@ from pathlib import Path
 
 from amaranth.back import verilog
 
-from screc.hw.synth import RegisteredIO, parse_xilinx_stat
-from screc.sw.numerics import Requant
-from screc.sw.planner import DEFAULT_COSTS, load_core_costs, resource_generator_hash
+import pytest
+
+from screc.hw.synth import MLP_SWEEP, RegisteredIO, fit_mlp_costs, parse_xilinx_stat
+from screc.hw.mlp import MLPParams
+from screc.sw.numerics import NumericsConfig, Requant
+from screc.sw.planner import DEFAULT_COSTS, load_core_costs, mlp_usage, resource_generator_hash
 
 STAT = """
 === tt1 ===
@@ -25,13 +28,39 @@ STAT = """
         1   DSP48E2
         6   RAMB36E2
         1   RAMB18E2
+        3   RAM32M16
+        2   RAM64X1D
 """
 
 
 def test_stat_parser_reads_the_hierarchy_totals_once():
     r = parse_xilinx_stat(STAT)
-    assert r == {"luts": 120, "ffs": 18, "dsps": 1, "brams": 6.5, "bram_kbits": 234,
-                 "carry": 0}
+    # LUTs used as distributed RAM count as LUTs (8 per RAM32M16, 2 per RAM64X1D)
+    assert r == {"luts": 120 + 28, "lutram": 28, "ffs": 18, "dsps": 1, "brams": 6.5,
+                 "bram_kbits": 234, "carry": 0}
+
+
+def test_mlp_cost_fit_recovers_a_linear_model_and_refuses_too_few_shapes():
+    truth = {"luts": (500.0, 60.0, 300.0, 80.0), "dsps": (2.0, 0.5, 0.0, 0.0)}
+    points = [(r, lanes, {k: c[0] + c[1] * r * lanes + c[2] * lanes + c[3] * r
+                          for k, c in truth.items()}) for r, lanes in MLP_SWEEP]
+    fit = fit_mlp_costs(points)
+    for i, name in enumerate(("mlp_fixed", "mlp_mac", "mlp_lane", "mlp_row")):
+        for k, c in truth.items():
+            assert fit[name][k] == pytest.approx(c[i], abs=1e-6)
+    assert fit["fit_error"] < 1e-9
+    with pytest.raises(ValueError, match="at least 4 needed"):
+        fit_mlp_costs(points[:3])
+
+
+def test_planner_mlp_cost_grows_with_the_shape_and_meets_the_dsp_packing():
+    costs = load_core_costs()
+    small = mlp_usage(costs, MLPParams(16, 16, NumericsConfig()))
+    big = mlp_usage(costs, MLPParams(16, 128, NumericsConfig()))
+    assert big["luts"] > 4 * small["luts"] and big["dsps"] > 4 * small["dsps"]
+    # two int8 MACs per DSP48E2: the fitted DSPs per MAC stay at 0.5 and a bit
+    assert costs["mlp_mac"].dsps <= 0.55
+    assert big["dsps"] / (16 * 128) <= 0.55
 
 
 def test_timing_harness_has_three_pins_and_keeps_the_core():
