@@ -213,7 +213,7 @@ def test_sizing_takes_the_fastest_shape_that_fits_and_names_the_binding_resource
 def test_a_hot_tt_table_is_replicated_and_costs_what_evaluate_says(demo_config):
     # the TT tables 20x hotter: one array per table would bound the batch
     stats = _demo_stats(demo_config, pooling_scale=20.0)
-    plan, _ = plan_device(demo_config, stats, 256)
+    plan, _ = plan_device(demo_config, stats, 256, max_replicas=4)
     d = plan.to_dict()
     tt = [r for r in d["tables"] if r["placement"] == "tt"]
     assert any(r["replicas"] > 1 for r in tt)
