@@ -42,20 +42,28 @@ def _expect(setup, dense_q, bags):
     return DeviceModel(setup.params, setup.qmodel).run(dense_q, bags)
 
 
-def test_demo_batch_is_bit_exact_and_the_planner_within_ten_percent(demo):
-    _, dense_q, bags = make_batch(demo, 256, seed=11, corners=True)
-    expected, flags, bad = _expect(demo, dense_q, bags)
-    run = run_device(demo, dense_q, bags)
-    assert run.resp["boot"]["flags"] == 0 and run.resp["run"]["flags"] == 0
+def _run_checked(setup, seed, name="device"):
+    """One batch of 256 through the device: no flags, every logit equal to the golden model's,
+    the planner's prediction for the batch within 10% of the simulated cycles, each TT array
+    serving exactly the bags dealt to it."""
+    _, dense_q, bags = make_batch(setup, 256, seed=seed, corners=True)
+    expected, flags, bad = _expect(setup, dense_q, bags)
+    run = run_device(setup, dense_q, bags, name=name)
+    assert run.resp["boot"]["flags"] == 0 and run.resp["run"]["flags"] == flags == 0
     assert run.status["magic"] == STATUS_MAGIC and run.status["samples"] == 256
-    assert run.status["tiles"] == -(-256 // demo.params.lanes)
+    assert run.status["tiles"] == -(-256 // setup.params.lanes)
     assert run.status["bad_bags"] == bad == 0
     mismatch = np.flatnonzero(run.logits != expected)
     assert mismatch.size == 0, f"samples {mismatch[:10]} differ from the golden model"
     cycles = run.resp["run"]["cycles"]
-    predicted = predict_batch(demo, bags)["cycles"]
+    predicted = predict_batch(setup, bags)["cycles"]
     assert abs(predicted - cycles) / cycles < 0.10, (predicted, cycles)
-    _assert_tt_dealing(demo, run, bags)
+    _assert_tt_dealing(setup, run, bags)
+    return run
+
+
+def test_demo_batch_is_bit_exact_and_the_planner_within_ten_percent(demo):
+    _run_checked(demo, seed=11)
 
 
 def _assert_tt_dealing(setup, run, bags):
@@ -77,16 +85,7 @@ def test_planned_criteo_device_is_bit_exact_and_the_planner_within_ten_percent()
     setup = prepare_device(load_config(CONFIGS / "criteo_kaggle.toml"), log=lambda *a: None)
     p = setup.params
     assert p.mlp.rows * p.mlp.lanes > 256, "the plan must size the MLP past the fixed 16x16"
-    _, dense_q, bags = make_batch(setup, 256, seed=5, corners=True)
-    expected, flags, bad = _expect(setup, dense_q, bags)
-    run = run_device(setup, dense_q, bags, name="device_criteo")
-    assert run.resp["boot"]["flags"] == 0 and run.resp["run"]["flags"] == flags == 0
-    mismatch = np.flatnonzero(run.logits != expected)
-    assert mismatch.size == 0, f"samples {mismatch[:10]} differ from the golden model"
-    cycles = run.resp["run"]["cycles"]
-    predicted = predict_batch(setup, bags)["cycles"]
-    assert abs(predicted - cycles) / cycles < 0.10, (predicted, cycles)
-    _assert_tt_dealing(setup, run, bags)
+    _run_checked(setup, seed=5, name="device_criteo")
 
 
 def test_second_core_mix_under_random_memory_delay_and_backpressure(demo, mixed):
