@@ -168,6 +168,12 @@ class BurstReader(wiring.Component):
         return m
 
 
+def plan_mlp_shape(plan: dict) -> tuple:
+    """The (rows, lanes) of a plan's MLP core (16 x 16 for plans written before sizing)."""
+    shape = plan.get("mlp", {})
+    return shape.get("rows", 16), shape.get("lanes", 16)
+
+
 @dataclass(frozen=True)
 class TableRoute:
     """How the device serves one table: ``kind`` "dense" (gather core ``core``) or "tt" (TT
@@ -288,8 +294,7 @@ class DeviceParams:
             core_of[i] = c
             load[c] += tabs[i]["lookups_per_batch"]
         max_bag = max(t.max_pooling for t in model.tables)
-        shape = plan.get("mlp", {})
-        mlp, program = MLPParams.zero_program(cfg, shape.get("rows", 16), shape.get("lanes", 16))
+        mlp, program = MLPParams.zero_program(cfg, *plan_mlp_shape(plan))
         tt_lanes = {i: tabs[i].get("tt_lanes", dev.tt_lanes) for i in tt}
         replicas = {i: tabs[i].get("replicas", 1) for i in tt}
         beat = math.gcd(model.emb_dim, *tt_lanes.values(),

@@ -91,8 +91,9 @@ class RegisteredIO(wiring.Component):
 def fit_mlp_costs(points) -> dict:
     """Least-squares fit of ``fixed + mac x R L + lane x L + row x R`` to the LUTs and DSPs
     of measured MLP cores: ``points`` is ``[(rows, lanes, report)]`` (at least four shapes
-    that separate the terms: not all on ``(R - 16)(L - 16) = 0`` or any such curve); returns ``{"mlp_fixed": {...}, "mlp_mac": ..., "mlp_lane": ...,
-    "mlp_row": ...}`` and the worst relative residual under ``"fit_error"``."""
+    that separate the terms: not all on ``(R - 16)(L - 16) = 0`` or any such curve); returns
+    ``{"mlp_fixed": {...}, "mlp_mac": ..., "mlp_lane": ..., "mlp_row": ...}`` and the worst
+    relative residual under ``"fit_error"``."""
     if len(points) < 4:
         raise ValueError(f"fit_mlp_costs: {len(points)} shapes, at least 4 needed")
     a = np.array([[1.0, r * lanes, lanes, r] for r, lanes, _ in points])
@@ -130,8 +131,9 @@ def parse_xilinx_stat(text: str) -> dict:
     ffs = count(r"FD[CPRS]E")
     dsps = count(r"DSP48E2")
     ramb36, ramb18 = count(r"RAMB36E2"), count(r"RAMB18E2")
-    return {"luts": luts, "lutram": lutram, "ffs": ffs, "dsps": dsps, "brams": ramb36 + ramb18 / 2,
-            "bram_kbits": ramb36 * 36 + ramb18 * 18, "carry": count(r"CARRY[48]")}
+    return {"luts": luts, "lutram": lutram, "ffs": ffs, "dsps": dsps,
+            "brams": ramb36 + ramb18 / 2, "bram_kbits": ramb36 * 36 + ramb18 * 18,
+            "carry": count(r"CARRY[48]")}
 
 
 def _run(cmd, cwd, log, timeout):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from screc.hw.device import DeviceParams
+from screc.hw.device import DeviceParams, plan_mlp_shape
 from screc.hw.mlp import MLPParams
 
 from .device import boot_stream
@@ -175,12 +175,6 @@ def planned_qps(setup: DeviceSetup, batch: int) -> dict:
     return {"batch": batch, "cycles": cycles,
             "qps": batch / (cycles / (setup.cfg.device.clock_mhz * 1e6)),
             "bottleneck": max(result[1], key=result[1].get)}
-
-
-def plan_mlp_shape(plan: dict) -> tuple:
-    """The (rows, lanes) of a plan's MLP core (16 x 16 for plans written before sizing)."""
-    shape = plan.get("mlp", {})
-    return shape.get("rows", 16), shape.get("lanes", 16)
 
 
 def predict_batch(setup: DeviceSetup, bags) -> dict:

@@ -49,9 +49,9 @@ DESCRIPTOR_FIELDS = (
 """(name, bits) of a table descriptor, least significant first; 512 bits = 64 bytes. ``core``
 is the gather core (dense) or first TT array (TT) that serves the table (a TT table may be
 served by ``replicas`` arrays from ``core`` on, its bags dealt round-robin; 0 reads as 1),
-``emb_shift`` the right shift from its pooled sums to the MLP's activations, ``max_bag`` its longest bag; ``base_bram`` counts
-port words inside the serving gather core's own on-chip tier, which starts at word
-``bram_part`` of the ``bram`` region."""
+``emb_shift`` the right shift from its pooled sums to the MLP's activations, ``max_bag`` its
+longest bag; ``base_bram`` counts port words inside the serving gather core's own on-chip tier,
+which starts at word ``bram_part`` of the ``bram`` region."""
 
 _HEADER = np.dtype([("magic", "S8"), ("version", "<u4"), ("header_bytes", "<u4"),
                     ("n_tables", "<u4"), ("n_regions", "<u4"), ("port_bytes", "<u4"),

@@ -438,6 +438,17 @@ def stage_cycles(inst: Instance, loads, gather_cores: int, core_of=None,
             "mlp": inst.mlp_cycles}
 
 
+def _fabric_usage(inst: Instance, choice, gather_cores: int) -> dict:
+    """FPGA resources the gather cores and the chosen TT arrays take (the MLP core apart)."""
+    used = {k: gather_cores * inst.gather_usage[k] for k in RESOURCES}
+    for tab, c in zip(inst.tables, choice):
+        if c[0] == "tt":
+            opt = tab.tt_options[c[1]]
+            for k, v in zip(RESOURCES, opt.usage):
+                used[k] += opt.replicas * v
+    return used
+
+
 def evaluate(inst: Instance, choice, mix):
     """Exact cost of an assignment: ``choice[t]`` is ``("tt", option)`` or ``("dense", a,
     b)`` (breakpoint positions of k1 and k2). Returns (score, breakdown, usage), score = the
@@ -452,15 +463,12 @@ def evaluate(inst: Instance, choice, mix):
     use = dict.fromkeys(TIERS, 0.0)
     loads = []
     n_tt = n_dense = 0
-    fabric = dict.fromkeys(RESOURCES, 0.0)
     for tab, c in zip(inst.tables, choice):
         if c[0] == "tt":
             opt = tab.tt_options[c[1]]
             use["bram"] += opt.core_bytes
             loads.append(TableLoad(tt=tab.lookups, tt_cycles=opt.effective_cycles))
             n_tt += opt.replicas
-            for k, v in zip(RESOURCES, opt.usage):
-                fabric[k] += opt.replicas * v
             continue
         if not tab.dense_allowed:
             return None
@@ -479,9 +487,10 @@ def evaluate(inst: Instance, choice, mix):
         return None
     if (n_dense and ng == 0) or n_tt != nt:
         return None
-    if inst.budget is not None and any(
-            fabric[k] + ng * inst.gather_usage[k] > inst.budget[k] + 1e-6 for k in RESOURCES):
-        return None
+    if inst.budget is not None:
+        fabric = _fabric_usage(inst, choice, ng)
+        if any(fabric[k] > inst.budget[k] + 1e-6 for k in RESOURCES):
+            return None
     parts = stage_cycles(inst, loads, ng)
     return max(parts.values()) + EPS * (parts["dram"] + parts["ssd"] + ng + nt), parts, use
 
@@ -597,14 +606,8 @@ class ShardPlan:
         inst = self.instance
         if inst.budget is None:
             return {}
-        used = dict(inst.reserved_usage)
-        for k in RESOURCES:
-            used[k] += self.mix[0] * inst.gather_usage[k]
-        for tab, c in zip(inst.tables, self.choice):
-            if c[0] == "tt":
-                opt = tab.tt_options[c[1]]
-                for k, v in zip(RESOURCES, opt.usage):
-                    used[k] += opt.replicas * v
+        fabric = _fabric_usage(inst, self.choice, self.mix[0])
+        used = {k: inst.reserved_usage[k] + fabric[k] for k in RESOURCES}
         total = {k: inst.budget[k] + inst.reserved_usage[k] for k in RESOURCES}
         out = {k: {"used": used[k], "total": total[k], "share": used[k] / total[k],
                    "mlp": inst.reserved_usage[k]} for k in RESOURCES}
