@@ -42,11 +42,13 @@ $(SYNTH_STAMP): $(STAMP)
 	$(PY) -m pip install --quiet -e '.[synth]'
 	@touch $@
 
-# Resource and Fmax estimates of every core, a lanes sweep with its plot, and the planner's
-# measured resource table (configs/core_resources.toml). The first run compiles the WebAssembly
-# tools (~40 s, cached).
+# Resource and Fmax estimates of every core and of the planned device top (demo and
+# criteo_kaggle; build/synth/device_<model>/report.json), a lanes sweep with its plot, and the
+# planner's measured resource table (configs/core_resources.toml). The first run compiles the
+# WebAssembly tools (~40 s, cached).
 synth: $(SYNTH_STAMP)
 	$(VENV)/bin/screc synth $(CONFIG)
+	$(VENV)/bin/screc synth configs/criteo_kaggle.toml --cores device_top
 	$(VENV)/bin/screc synth $(CONFIG) --sweep lanes=4,8,16,32
 	$(VENV)/bin/screc synth $(CONFIG) --no-fmax --resource-table configs/core_resources.toml
 

@@ -11,8 +11,8 @@ plan's predicted lookups per tier) at the tier's bandwidth. ``roofline_qps`` is 
 """
 
 import argparse
+import json
 import sys
-from pathlib import Path
 
 from _common import ROOT, write_result
 
@@ -53,6 +53,22 @@ def roofline(cfg, plan: dict) -> dict:
             "bounds": bounds, "macs_per_query": macs}
 
 
+def synthesised_device(cfg, plan: dict) -> dict:
+    """The planned device top as `make synth` measured it (``build/synth/device_<model>``), or
+    why there is no such figure. The report is of the device the planner sized at its default
+    batch; its MLP shape is recorded so that a reader sees whether it is this plan's."""
+    path = ROOT / "build" / "synth" / f"device_{cfg.model.name}" / "report.json"
+    if not path.exists():
+        return {"missing": f"{path.relative_to(ROOT)}: run make synth"}
+    rep = json.loads(path.read_text())
+    fpga = cfg.device.fpga
+    return {"report": str(path.relative_to(ROOT)), "luts": rep["luts"], "ffs": rep["ffs"],
+            "dsps": rep["dsps"], "brams": rep["brams"],
+            "shares": rep.get("share_of_budget"),
+            "fits": all(v <= 1 for v in rep.get("share_of_budget", {}).values()),
+            "fpga": fpga.part}
+
+
 def run(name: str, batch: int) -> dict:
     cfg = load_config(ROOT / "configs" / f"{name}.toml")
     report = simulate(cfg, batch=batch, baselines=False, progress=False)
@@ -75,7 +91,8 @@ def run(name: str, batch: int) -> dict:
         "brams": res["bram_kbits"]["used"] / 36, "binding_resource": res["binding"],
         "resource_shares": {k: res[k]["share"] for k in ("luts", "dsps", "bram_kbits")},
         "resources_from": "planner cost model (configs/core_resources.toml, fitted to make "
-                          "synth); the device top's glue is not in it",
+                          "synth); the device top's glue is not in it: see synthesised_device",
+        "synthesised_device": synthesised_device(cfg, plan),
         "sim_cycles_per_s": report["sim"]["cycles_per_s"],
     }
 

@@ -1,7 +1,7 @@
 from dataclasses import dataclass
 
 import numpy as np
-from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -367,7 +367,7 @@ class MLPCore(wiring.Component):
         if not isinstance(params, MLPParams):
             raise TypeError(f"MLPCore parameters must be MLPParams, not {params!r}")
         self._p = p = params
-        R, L, A = p.rows, p.lanes, p.act_bits
+        L, A = p.lanes, p.act_bits
         self.desc_layout = _layout(MLP_DESCRIPTOR_FIELDS)
         addr_bits = max(1, (max(p.weight_words, p.bias_words, p.program_len) - 1).bit_length())
         self.load_layout = data.StructLayout({

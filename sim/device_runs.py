@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from screc.hw.device import OP_BOOT, OP_RUN, req_layout, resp_layout
+from screc.hw.device import OP_BOOT, OP_RUN
+from screc.hw.ports import req_layout, resp_layout
 from screc.hw.ram import RTL_SOURCES
 from screc.sw.device import BatchLayout, batch_bytes, lookup_records, read_results
 

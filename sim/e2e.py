@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from screc.hw.mlp import MLPParams
 from screc.sw.baselines import DEFAULT_BATCHES, measure, torch
 from screc.sw.device import DeviceModel, flag_names
 from screc.sw.flow import make_batch, planned_qps, predict_batch, prepare_device
@@ -196,7 +197,8 @@ def _report(setup, run, expected, exp_flags, exp_bad, mismatches, prep_s) -> dic
         table = next(r.name for r in p.routes
                      if r.kind == "tt" and r.core <= a < r.core + r.replicas)
         cores[f"tt{a}"] = {"table": table, "lanes": tp.lanes, "lookups": c["lookups"],
-                           "busy_cycles": c["cycles"], "mac_util": useful / (tp.lanes * cycles)}
+                           "busy_cycles": c["cycles"], "stall_out_cycles": c["stall_out"],
+                           "mac_util": useful / (tp.lanes * cycles)}
     for g, gp in enumerate(p.gather):
         c = cnt[f"gather{g}"]
         beats = (c["bram_requests"] + c["dram_requests"] + c["ssd_requests"]) * gp.beats_per_row
@@ -207,8 +209,6 @@ def _report(setup, run, expected, exp_flags, exp_bad, mismatches, prep_s) -> dic
             "rob_full_cycles": c["rob_full"],
             "stall_cycles": {t: c[f"{t}_stall"] for t in ("bram", "dram", "ssd")}}
     m = cnt["mlp"]
-    from screc.hw.mlp import MLPParams
-
     program = MLPParams.compile(p.mlp, setup.qmodel, cfg.model.emb_dim)
     useful = program.macs_per_sample * samples
     cores["mlp"] = {"rows": p.mlp.rows, "lanes": p.mlp.lanes, "tiles": m["tiles"],

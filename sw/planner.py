@@ -30,7 +30,7 @@ try:
 except ImportError:  # PuLP falls back to its bundled CBC
     highspy = None
 
-from screc.hw.device import tile_load_cycles
+from screc.hw.device import collector_beat, tile_load_cycles
 from screc.hw.gather import GatherParams
 from screc.hw.mlp import MLPParams
 from screc.hw.tt_core import TTCoreParams
@@ -43,19 +43,16 @@ __all__ = ["CoreCosts", "load_core_costs", "resource_generator_hash", "TableInpu
            "Instance", "build_instance", "instance_for", "evaluate", "solve", "greedy",
            "brute_force", "ShardPlan", "pipeline_cycles", "choice_from_dict", "TableLoad",
            "stage_cycles", "TIERS", "TTOption", "RESOURCES", "mlp_usage", "tt_array_usage",
-           "tt_lanes_for_rank", "plan_device", "MLP_SHAPES", "MAX_TT_REPLICAS"]
+           "tt_lanes_for_rank", "plan_device", "shrink", "MLP_SHAPES", "MAX_TT_REPLICAS"]
 
 TIERS = ("bram", "dram", "ssd")
 RESOURCES = ("luts", "dsps", "bram_kbits")
 MLP_SHAPES = tuple((r, lanes) for r in (8, 16, 32) for lanes in (16, 32, 64, 128, 192, 256))
 """MLP core shapes (rows R, lanes L) the sizing enumerates: R a power of two (feature banks),
 L dividing the 64-byte port beat or a multiple of it (``DeviceParams``)."""
-MAX_TT_REPLICAS = 1
-"""Most TT arrays one table may be given by default (its bags dealt round-robin over them).
-The device and the MIP support more (``max_replicas``), but once replicas lift the TT stage the
-gather core becomes the bottleneck and its cost model (one row per port beat) under-predicts
-it: its reorder buffer stalls on DRAM rows (demo with four replicas: 12,385 cycles simulated,
-9,109 predicted). Off by default until that model holds."""
+MAX_TT_REPLICAS = 4
+"""Most TT arrays one table may be given (its bags dealt round-robin over them); the MIP
+weighs each replica's fabric against the TT stage it shortens."""
 
 EPS = 1e-3
 """Weight of the secondary objective (memory-traffic cycles, plus one per core) that breaks
@@ -212,6 +209,9 @@ class Instance:
     tiles: int = 1
     router_cycles: float = 0.0
     """Lookup records per batch (rows plus empty bags): the device routes one per cycle."""
+    collector_cycles: float = 0.0
+    """Beats of pooled bags per batch (every table's bag of every sample, ``dim`` /
+    :func:`screc.hw.device.collector_beat` beats each): the collector takes one per cycle."""
     budget: dict | None = None
     """FPGA resources (``RESOURCES``) left for the gather cores and TT arrays; None: only the
     mixes limit them."""
@@ -256,7 +256,7 @@ class Instance:
                      lo_open=True)
         for field in ("dram_bytes_per_cycle", "ssd_bytes_per_cycle", "clock_mhz"):
             check_number(PlanError, owner, field, getattr(self, field), lo=0, lo_open=True)
-        for field in ("mlp_cycles", "ssd_latency_cycles", "router_cycles"):
+        for field in ("mlp_cycles", "ssd_latency_cycles", "router_cycles", "collector_cycles"):
             check_number(PlanError, owner, field, getattr(self, field), lo=0)
         check_number(PlanError, owner, "batch", self.batch, lo=1, integer=True)
         check_number(PlanError, owner, "tiles", self.tiles, lo=1, integer=True)
@@ -383,6 +383,9 @@ def instance_for(dev, numerics, tables, stats, batch: int, mlp_cycles: float, co
         clock_mhz=dev.clock_mhz, ssd_latency_cycles=float(ssd.latency_cycles(dev.clock_mhz)),
         tiles=tiles,
         router_cycles=float(sum(st.pooling * batch + st.empty_share * batch for st in stats)),
+        collector_cycles=float(batch * sum(
+            -(-t.dim // collector_beat(t.dim, n.emb_bits, dev.gather_port_bytes))
+            for t in tables)),
         budget=budget, gather_usage=gather, mlp_shape=tuple(mlp_shape),
         reserved_usage=dict(reserved))
 
@@ -407,13 +410,13 @@ def stage_cycles(inst: Instance, loads, gather_cores: int, core_of=None,
                  records: float | None = None) -> dict:
     """The cycle model, its one home: each stage's cycles for one batch from each table's
     :class:`TableLoad` (``loads``, in table order). DRAM and SSD: bytes moved at the tier's
-    bandwidth; the SSD waits at least one latency when any table reads it (more than
-    ``SSD_EPS`` lookups); gather: each core's rows x port beats per row — with ``core_of`` (the
-    device's table-to-core dealing) the busiest core, without it the MIP's two lower bounds
-    (the work spread evenly, and the largest table, a table being served by one core); TT: the
-    busiest array (one per table); router: ``records`` (default the instance's); MLP: the
-    instance's. ``evaluate`` (from the trace's coverage) and ``flow.predict_batch`` (from one
-    batch's lookups) both call this."""
+    bandwidth; the SSD waits at least one latency when any table reads it (more than ``SSD_EPS``
+    lookups); gather: each core's rows x port beats per row — with ``core_of`` (the device's
+    table-to-core dealing) the busiest core, without it the MIP's two lower bounds (the work spread
+    evenly, and the largest table, a table being served by one core); TT: the busiest array (one per
+    table); router: ``records`` (default the instance's); collector: the instance's pooled-bag
+    beats; MLP: the instance's. ``evaluate`` (from the trace's coverage) and ``flow.predict_batch``
+    (from one batch's lookups) both call this."""
     dram = ssd_bw = tt = 0.0
     reads_ssd = False
     work = []
@@ -435,7 +438,7 @@ def stage_cycles(inst: Instance, loads, gather_cores: int, core_of=None,
             "ssd": max(ssd_bw, inst.ssd_latency_cycles) if reads_ssd else ssd_bw,
             "gather": gather, "tt": tt,
             "router": inst.router_cycles if records is None else float(records),
-            "mlp": inst.mlp_cycles}
+            "collector": inst.collector_cycles, "mlp": inst.mlp_cycles}
 
 
 def _fabric_usage(inst: Instance, choice, gather_cores: int) -> dict:
@@ -705,6 +708,7 @@ def _model(inst: Instance, slack: bool = False):
     prob += T >= ssd_time, "ssd_time"
     prob += T >= inst.mlp_cycles, "mlp_time"
     prob += T >= inst.router_cycles, "router_time"
+    prob += T >= inst.collector_cycles, "collector_time"
     m = [prob.add_variable(f"mix_{ng}_{nt}", cat="Binary") for ng, nt in inst.mixes]
     prob += pulp.lpSum(m) == 1
     big_g = sum(tab.lookups * inst.gather_cycles_per_row[tab.name] for tab in inst.tables)
@@ -874,6 +878,47 @@ def solve(inst: Instance, time_limit: float = 60.0, gap: float = 0.005, msg=Fals
         "binaries": binaries, "time_limit_s": time_limit, "gap_limit": gap})
 
 
+def shrink(plan: ShardPlan, tolerance: float = 1e-3) -> ShardPlan:
+    """``plan`` with cores it does not need taken away: while dropping one TT replica (of the
+    table whose array costs most) or one gather core keeps the predicted cycles per batch
+    within ``tolerance`` of the plan's, drop it. The MIP's objective weighs cores only by
+    ``EPS``, well inside its gap, so a solve may return spare arrays; this keeps the device
+    (and its LUTs) as small as its speed allows. Exact: every step is checked by
+    :func:`evaluate`; ``solver["shrunk"]`` counts the cores removed."""
+    inst = plan.instance
+    limit = pipeline_cycles(plan.breakdown, inst.tiles) * (1 + tolerance)
+    choice, mix = list(plan.choice), plan.mix
+    best = evaluate(inst, tuple(choice), mix)
+    removed = 0
+    while True:
+        steps = []
+        for t, (tab, c) in enumerate(zip(inst.tables, choice)):
+            if c[0] != "tt" or tab.tt_options[c[1]].replicas == 1:
+                continue
+            opt = tab.tt_options[c[1]]
+            for i, o in enumerate(tab.tt_options):
+                if o.rank == opt.rank and o.replicas == opt.replicas - 1:
+                    steps.append((-o.usage[0], t, ("tt", i), (mix[0], mix[1] - 1)))
+        if mix[0] > 1:
+            steps.append((-inst.gather_usage["luts"], None, None, (mix[0] - 1, mix[1])))
+        for _, t, c, new_mix in sorted(steps, key=lambda s: s[0]):
+            trial = list(choice)
+            if t is not None:
+                trial[t] = c
+            r = evaluate(inst, tuple(trial), new_mix)
+            if r is not None and pipeline_cycles(r[1], inst.tiles) <= limit:
+                choice, mix, best = trial, new_mix, r
+                removed += 1
+                break
+        else:
+            break
+    if not removed:
+        return plan
+    score, parts, use = best
+    return ShardPlan(inst, tuple(choice), mix, max(parts.values()), parts, use,
+                     {**plan.solver, "objective": score, "score": score, "shrunk": removed})
+
+
 def plan_device(cfg, stats, batch: int, costs=None, time_limit: float = 60.0,
                 gap: float = 0.005, shapes=MLP_SHAPES, max_cores: int = 16, log=None,
                 max_replicas: int = MAX_TT_REPLICAS):
@@ -922,4 +967,4 @@ def plan_device(cfg, stats, batch: int, costs=None, time_limit: float = 60.0,
     if best is None:
         raise PlanError("no MLP core shape gives a feasible plan: " + "; ".join(
             s.get("refused", "") for s in sizing))
-    return best[2], sizing
+    return shrink(best[2]), sizing

@@ -88,9 +88,19 @@ def test_planned_criteo_device_is_bit_exact_and_the_planner_within_ten_percent()
     _run_checked(setup, seed=5, name="device_criteo")
 
 
+def test_mixed_batch_is_bit_exact_and_the_planner_within_ten_percent(mixed):
+    """The mixed device's TT arrays have 4 and 8 lanes and its rows 64 elements: the collector
+    takes whole gather-port beats (32 elements) from every core, not the TT lanes' 4 (which
+    made the collector, unmodelled, bound the batch at 2.7x the prediction)."""
+    p = mixed.params
+    assert min(t.lanes for t in p.tt) == 4 and p.beat == 32
+    assert "collector" in predict_batch(mixed, make_batch(mixed, 8, seed=1)[2])["stages"]
+    _run_checked(mixed, seed=13, name="device_mixed")
+
+
 def test_second_core_mix_under_random_memory_delay_and_backpressure(demo, mixed):
     p = mixed.params
-    assert len(p.gather) >= 2 and len(p.tt) == 2
+    assert len(p.gather) >= 2 and len(p.tt) >= 2
     assert (len(p.gather), len(p.tt)) != (len(demo.params.gather), len(demo.params.tt))
     _, dense_q, bags = make_batch(mixed, 40, seed=3, corners=True)
     expected, _, _ = _expect(mixed, dense_q, bags)
@@ -195,7 +205,8 @@ def test_boot_stream_holds_every_core_load_and_ends_with_end(demo):
     assert seen[0] == (1, 0, len(demo.params.routes))
     tt = [c for t, _, c in seen if t == BOOT_TT]
     table = demo.qmodel.tables[[r.kind for r in demo.params.routes].index("tt")]
-    assert tt == [sum(c.size for c in table.tt.cores) + 2]
+    # every array of a replicated table holds the table's cores and two stage shifts
+    assert tt == [sum(c.size for c in table.tt.cores) + 2] * len(demo.params.tt)
     assert [s for t, s, _ in seen if t == 4] == [0, 1, 2]
 
 

@@ -3,12 +3,14 @@ import json
 import numpy as np
 import pytest
 
+from screc.hw.device import collector_beat
 from screc.sw.flow import device_image
 from screc.sw.image import read_image
 from screc.sw.planner import (
     RESOURCES,
     Instance,
     PlanError,
+    ShardPlan,
     TableInput,
     TableLoad,
     brute_force,
@@ -19,7 +21,9 @@ from screc.sw.planner import (
     instance_for,
     load_core_costs,
     mlp_usage,
+    pipeline_cycles,
     plan_device,
+    shrink,
     solve,
     stage_cycles,
     tt_lanes_for_rank,
@@ -223,6 +227,59 @@ def test_a_hot_tt_table_is_replicated_and_costs_what_evaluate_says(demo_config):
     score = evaluate(plan.instance, plan.choice, plan.mix)[0]
     assert plan.solver["objective"] == pytest.approx(score, rel=1e-9)
     assert choice_from_dict(plan.instance, d) == (plan.choice, plan.mix)
+
+
+def test_shrink_takes_spare_replicas_away_without_slowing_the_batch(demo_config):
+    # light tables: the MLP bounds the batch, a TT table needs one array
+    stats = _demo_stats(demo_config, pooling_scale=0.05)
+    plan, _ = plan_device(demo_config, stats, 256, max_replicas=4)
+    inst = plan.instance
+    # the same plan with every TT table on four arrays: more fabric, no faster
+    choice = list(plan.choice)
+    for t, (tab, c) in enumerate(zip(inst.tables, choice)):
+        if c[0] == "tt":
+            rank = tab.tt_options[c[1]].rank
+            choice[t] = ("tt", next(i for i, o in enumerate(tab.tt_options)
+                                    if o.rank == rank and o.replicas == 4))
+    tt_arrays = sum(4 for c in choice if c[0] == "tt")
+    mix = (plan.mix[0], tt_arrays)
+    score, parts, use = evaluate(inst, tuple(choice), mix)
+    fat = ShardPlan(inst, tuple(choice), mix, max(parts.values()), parts, use,
+                    {"objective": score})
+    lean = shrink(fat)
+    assert lean.mix[1] < fat.mix[1] and lean.solver["shrunk"] == fat.mix[1] - lean.mix[1]
+    fat_cycles = pipeline_cycles(fat.breakdown, inst.tiles)
+    assert pipeline_cycles(lean.breakdown, inst.tiles) <= fat_cycles * 1.001
+    assert lean.resources()["luts"]["used"] < fat.resources()["luts"]["used"]
+    assert lean.solver["objective"] == pytest.approx(
+        evaluate(inst, lean.choice, lean.mix)[0], rel=1e-12)
+    # one array fewer than shrink left would slow the batch (or break a rule)
+    for t, (tab, c) in enumerate(zip(inst.tables, lean.choice)):
+        if c[0] == "tt" and tab.tt_options[c[1]].replicas > 1:
+            opt = tab.tt_options[c[1]]
+            fewer = list(lean.choice)
+            fewer[t] = ("tt", next(i for i, o in enumerate(tab.tt_options)
+                                   if o.rank == opt.rank and o.replicas == opt.replicas - 1))
+            r = evaluate(inst, tuple(fewer), (lean.mix[0], lean.mix[1] - 1))
+            assert r is None or pipeline_cycles(r[1], inst.tiles) > fat_cycles * 1.001
+
+
+def test_the_collector_bounds_a_batch_of_wide_bags(demo_config):
+    """Every table's bag of every sample crosses the collector, one beat of
+    ``collector_beat`` elements per cycle: a config with many narrow-beat tables is
+    collector-bound however many cores it has."""
+    stats = _demo_stats(demo_config, pooling_scale=0.01)
+    inst = build_instance(demo_config, stats, 256)
+    dim, bits = demo_config.model.emb_dim, demo_config.numerics.emb_bits
+    beat = collector_beat(dim, bits, demo_config.device.gather_port_bytes)
+    tables = len(demo_config.model.tables)
+    assert inst.collector_cycles == 256 * tables * -(-dim // beat)
+    plan = solve(inst)
+    assert plan.breakdown["collector"] == inst.collector_cycles
+    assert plan.cycles >= inst.collector_cycles
+    # a 12-bit model: two bytes per element, half the elements per port beat
+    assert collector_beat(64, 12, 64) == 32 and collector_beat(16, 8, 64) == 16
+    assert collector_beat(48, 8, 64) == 16
 
 
 def test_tt_lanes_follow_the_rank():
