@@ -53,10 +53,10 @@ def roofline(cfg, plan: dict) -> dict:
             "bounds": bounds, "macs_per_query": macs}
 
 
-def synthesised_device(cfg, plan: dict) -> dict:
+def synthesised_device(cfg) -> dict:
     """The planned device top as `make synth` measured it (``build/synth/device_<model>``), or
-    why there is no such figure. The report is of the device the planner sized at its default
-    batch; its MLP shape is recorded so that a reader sees whether it is this plan's."""
+    why there is no such figure. `make synth` sizes the device at the planner's default batch
+    (256), which may differ from the benchmark's batch and so from this record's plan."""
     path = ROOT / "build" / "synth" / f"device_{cfg.model.name}" / "report.json"
     if not path.exists():
         return {"missing": f"{path.relative_to(ROOT)}: run make synth"}
@@ -92,7 +92,7 @@ def run(name: str, batch: int) -> dict:
         "resource_shares": {k: res[k]["share"] for k in ("luts", "dsps", "bram_kbits")},
         "resources_from": "planner cost model (configs/core_resources.toml, fitted to make "
                           "synth); the device top's glue is not in it: see synthesised_device",
-        "synthesised_device": synthesised_device(cfg, plan),
+        "synthesised_device": synthesised_device(cfg),
         "sim_cycles_per_s": report["sim"]["cycles_per_s"],
     }
 

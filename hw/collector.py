@@ -11,7 +11,6 @@ from screc.sw.numerics import Requant
 
 from .ports import round_robin
 from .requant import requant_value
-from .router import route_layout
 
 __all__ = ["Collector", "collector_beat"]
 
@@ -39,18 +38,18 @@ class Collector(Elaboratable):
     ``filled``: bags of tile ``free_tile`` written so far; ``free`` (one cycle) releases it and
     moves ``free_tile`` on; ``clear`` restarts at tile 0."""
 
-    def __init__(self, *, outs, tag_fifos, tag_layout, tables: int, lanes: int, dim: int,
+    def __init__(self, *, outs, tag_fifos, tag_layout, routes, lanes: int, dim: int,
                  beat: int, out_bits: int, act_bits: int):
         if dim % beat:
             raise ValueError(f"Collector beat {beat} must divide the dim {dim}")
         self.outs, self.tag_fifos, self.tag_layout = list(outs), list(tag_fifos), tag_layout
-        self.tables, self.lanes, self.dim, self.beat = tables, lanes, dim, beat
+        self.routes = list(routes)
+        self.tables, self.lanes, self.dim, self.beat = len(self.routes), lanes, dim, beat
         self.out_bits, self.act_bits = out_bits, act_bits
-        self.routes = [Signal(route_layout(), name=f"coll_route{t}") for t in range(tables)]
-        self.rd_table = Signal(range(max(tables, 2)))
+        self.rd_table = Signal(range(max(self.tables, 2)))
         self.rd_elem = Signal(range(max(dim, 2)))
         self.emb_word = Signal(lanes * act_bits)
-        self.filled = Signal(range(tables * lanes + 1))
+        self.filled = Signal(range(self.tables * lanes + 1))
         self.free = Signal()
         self.free_tile = Signal(16)
         self.clear = Signal()

@@ -270,11 +270,12 @@ class Device(wiring.Component):
             tables=T, gather=ng, tt_rows=[t.rows for t in p.tt])
         cores = [*self.gather_cores, *self.tt_arrays]
         m.submodules.router = router = LookupRouter(
-            cores=[c.lookup_layout for c in cores], gather=ng, tables=T, lanes=L,
+            cores=[c.lookup_layout for c in cores], gather=ng, routes=table.routes, lanes=L,
             beat_bits=p.port_bits, core_fifo=p.core_fifo, tag_depth=p.tag_depth)
         m.submodules.collector = coll = Collector(
             outs=[c.out for c in cores], tag_fifos=router.tag_fifos,
-            tag_layout=router.tag_layout, tables=T, lanes=L, dim=p.emb_dim, beat=p.beat,
+            tag_layout=router.tag_layout, routes=table.routes, lanes=L, dim=p.emb_dim,
+            beat=p.beat,
             out_bits=max(c.params.out_bits for c in cores), act_bits=p.mlp.act_bits)
         m.submodules.loader = loader = TileLoader(
             mlp=mlp, tables=T, lanes=L, dim=p.emb_dim, dense_features=p.dense_features,
@@ -406,8 +407,6 @@ class Device(wiring.Component):
             lf = router.lookup_fifos[c]
             m.d.comb += [core.lookup.valid.eq(lf.r_rdy), core.lookup.payload.eq(lf.r_data),
                          lf.r_en.eq(core.lookup.ready)]
-        m.d.comb += [router.routes[t].eq(table.routes[t]) for t in range(T)]
-        m.d.comb += [coll.routes[t].eq(table.routes[t]) for t in range(T)]
         m.d.comb += [coll.rd_table.eq(loader.rd_table), coll.rd_elem.eq(loader.rd_elem),
                      coll.free.eq(loader.free), coll.clear.eq(loader.done),
                      loader.emb_word.eq(coll.emb_word), loader.filled.eq(coll.filled)]

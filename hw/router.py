@@ -93,15 +93,17 @@ class LookupRouter(Elaboratable):
     ``records_ready`` accepts the current beat once its last record is taken.
 
     ``cores``: the lookup layouts of the cores in device order (gather cores first);
-    ``gather``: how many of them are gather cores."""
+    ``gather``: how many of them are gather cores; ``routes``: the tables' routing registers
+    (:class:`RouteTable`), read only."""
 
-    def __init__(self, *, cores, gather: int, tables: int, lanes: int, beat_bits: int,
+    def __init__(self, *, cores, gather: int, routes, lanes: int, beat_bits: int,
                  core_fifo: int, tag_depth: int):
         if not cores:
             raise ValueError("LookupRouter needs at least one core")
         self.core_layouts, self.gather = list(cores), gather
-        self.tables, self.lanes, self.beat_bits = tables, lanes, beat_bits
-        self.tag_layout = tag_layout(tables, lanes)
+        self.routes = list(routes)
+        self.tables, self.lanes, self.beat_bits = len(self.routes), lanes, beat_bits
+        self.tag_layout = tag_layout(self.tables, lanes)
         self.lookup_fifos = [fifo.SyncFIFOBuffered(width=lk.size, depth=core_fifo)
                              for lk in self.core_layouts]
         self.tag_fifos = [fifo.SyncFIFOBuffered(width=self.tag_layout.size, depth=tag_depth)
@@ -110,7 +112,6 @@ class LookupRouter(Elaboratable):
         self.enable = Signal()
         self.samples = Signal(32)
         self.lookups = Signal(32)
-        self.routes = [Signal(route_layout(), name=f"route{t}") for t in range(tables)]
         self.records = Signal(beat_bits)
         self.records_valid = Signal()
         self.records_ready = Signal()

@@ -143,10 +143,12 @@ def _run(cmd, cwd, log, timeout):
 
 
 def synth_core(name: str, component, out_dir, budget=None, fmax: bool = True,
-               timeout: float = 1800.0, fmax_component=None, fmax_note=None) -> dict:
+               timeout: float = 1800.0, fmax_component=None, fmax_note=None,
+               no_fmax_reason=None) -> dict:
     """Synthesise one core into ``out_dir`` and write ``report.json``; returns the report.
     ``fmax_component`` (with ``fmax_note`` saying how it differs) stands in for the core in
-    place and route, e.g. with a smaller memory than the ECP5 holds."""
+    place and route, e.g. with a smaller memory than the ECP5 holds; ``no_fmax_reason``: why a
+    design is never placed and routed (the report's ``fmax_note``)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for src in RTL_SOURCES:
@@ -168,6 +170,8 @@ def synth_core(name: str, component, out_dir, budget=None, fmax: bool = True,
         raise RuntimeError(f"{name}: Xilinx-style synthesis failed; see {out / 'xilinx.log'}")
     report = {"core": name, **parse_xilinx_stat((out / "xilinx_stat.txt").read_text()),
               "xilinx_s": time.perf_counter() - t0, "fmax_mhz": None, "tools": tool_versions()}
+    if no_fmax_reason:
+        report["fmax_note"] = no_fmax_reason
     if fmax:
         wrapped = "wrapped_" + name
         (out / "wrapped.v").write_text(verilog.convert(

@@ -212,15 +212,13 @@ def cmd_synth(args) -> int:
                 print(f"synthesising {name} ...", flush=True)
                 small = _fmax_stand_in(cfg, stem)
                 # one device report per config: make synth runs demo and criteo_kaggle
-                where = out / (f"device_{cfg.model.name}" if stem == "device_top" else name)
                 whole = stem == "device_top"
+                where = out / (f"device_{cfg.model.name}" if whole else name)
                 reports.append(synth_core(name, build(), where, budget,
                                           fmax=not args.no_fmax and not whole,
                                           fmax_component=small,
-                                          fmax_note=small and SMALL_BRAM_NOTE))
-                if whole:
-                    reports[-1]["fmax_note"] = DEVICE_FMAX_NOTE
-                    (where / "report.json").write_text(json.dumps(reports[-1], indent=2))
+                                          fmax_note=small and SMALL_BRAM_NOTE,
+                                          no_fmax_reason=whole and DEVICE_FMAX_NOTE))
         _print_synth_table(reports, budget)
     else:
         key, _, values = args.sweep.partition("=")
