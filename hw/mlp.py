@@ -1,14 +1,14 @@
 from dataclasses import dataclass
 
 import numpy as np
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from screc.sw.numerics import NumericsConfig, Requant, dot_acc_bits
 
-from .packed_mul import (PackedMulParams, packed_high_carry, packed_high_floor, packed_low,
-                         packed_wide)
+from .packed_mul import (PackedMulParams, packed_high_carry, packed_high_floor,
+                         packed_low_biased, packed_operand, packed_wide)
 from .ram import SDPRam
 from .requant import requant_value
 
@@ -105,9 +105,12 @@ class MLPParams:
                    sum(bits for _, bits in MLP_DESCRIPTOR_FIELDS))
 
     def layer_cycles(self, k: int, n_out: int) -> int:
-        """Issue cycles of an MLP instruction: one tile of R outputs per max(k, R) cycles (the
-        drain of R result words must finish before the next tile's results)."""
-        return -(-n_out // self.rows) * max(k, self.rows) + self.rows + DRAIN_GAP
+        """Cycles of an MLP instruction: one tile of R outputs per max(k + 1, R) cycles (k MAC
+        cycles and one in which the accumulators clear; the drain of R result words must
+        finish before the next tile's results), then the last tile's k MACs, its drain and
+        gap, and two cycles to fetch the next instruction."""
+        tiles = -(-n_out // self.rows)
+        return (tiles - 1) * max(k + 1, self.rows) + k + self.rows + DRAIN_GAP + 2
 
     def compile(self, qmodel, emb_dim: int):
         return MLPProgram.compile(self, qmodel, emb_dim)
@@ -451,8 +454,9 @@ class MLPCore(wiring.Component):
         c_ph = Signal()
         wait = Signal(range(R + DRAIN_GAP + 8))
         tile_gap = Signal(range(R + 1))
+        clear = Signal()  # the cycle after a tile's last MAC: its accumulators clear
         op_layout = data.StructLayout({
-            "mlp": 1, "dot": 1, "copy": 1, "first": 1, "last": 1, "phase": 1, "chunk0": 1,
+            "mlp": 1, "dot": 1, "copy": 1, "last": 1, "phase": 1, "chunk0": 1,
             "tile": 12,
             "bank": range(R), "pair": 16, "feat": 16})
         op = Signal(op_layout)
@@ -492,7 +496,9 @@ class MLPCore(wiring.Component):
         for ra, rb, _ in banks:
             m.d.comb += [ra.addr.eq(act_a >> lr), rb.addr.eq(act_b >> lr)]
         m.d.comb += wmem.raddr.eq(d.w_base + c_t * d.k + c_k)
-        m.d.comb += b_rd.addr.eq(d.b_base + op1.tile)
+        # the biases of the tile that drains, from the cycle its results are copied
+        drain_tile = Signal(12)
+        m.d.comb += b_rd.addr.eq(d.b_base + Mux(op3.mlp & op3.last, op3.tile, drain_tile))
 
         with m.FSM():
             with m.State("IDLE"):
@@ -513,7 +519,8 @@ class MLPCore(wiring.Component):
                     m.next = "IDLE"
                 with m.Else():
                     m.d.sync += [d.eq(dd), c_k.eq(0), c_t.eq(0), c_i.eq(1), c_j.eq(0),
-                                 c_c.eq(0), c_pair.eq(0), c_ph.eq(0), tile_gap.eq(0)]
+                                 c_c.eq(0), c_pair.eq(0), c_ph.eq(0), tile_gap.eq(0),
+                                 clear.eq(0)]
                     with m.Switch(dd.op):
                         with m.Case(OP_MLP):
                             m.next = "MLP"
@@ -525,15 +532,16 @@ class MLPCore(wiring.Component):
                 m.d.comb += [busy.eq(1), act_a.eq(d.in_base + c_k)]
                 with m.If(tile_gap != 0):
                     m.d.sync += tile_gap.eq(tile_gap - 1)
-                stall = (c_k == 0) & (tile_gap != 0)
+                m.d.sync += clear.eq(0)
+                stall = ((c_k == 0) & (tile_gap != 0)) | clear
                 with m.If(~stall):
-                    m.d.comb += [mac_issue.eq(1), op.mlp.eq(1), op.first.eq(c_k == 0),
+                    m.d.comb += [mac_issue.eq(1), op.mlp.eq(1),
                                  op.last.eq(c_k == d.k - 1), op.tile.eq(c_t),
                                  op.bank.eq((d.in_base + c_k) & (R - 1))]
                     with m.If(c_k == 0):
                         m.d.sync += tile_gap.eq(R - 1)
                     with m.If(c_k == d.k - 1):
-                        m.d.sync += [c_k.eq(0), c_t.eq(c_t + 1)]
+                        m.d.sync += [c_k.eq(0), c_t.eq(c_t + 1), clear.eq(1)]
                         with m.If(c_t == d.tiles - 1):
                             m.d.sync += wait.eq(R + DRAIN_GAP)
                             m.next = "WAIT"
@@ -543,8 +551,7 @@ class MLPCore(wiring.Component):
                 m.d.comb += [busy.eq(1), mac_issue.eq(1),
                              act_a.eq(d.in_base + (c_i * d.tiles + c_c) * R),
                              act_b.eq(d.in_base + (c_j * d.tiles + c_c) * R),
-                             op.dot.eq(1), op.phase.eq(c_ph),
-                             op.first.eq((c_c == 0) & ~c_ph), op.chunk0.eq(c_c == 0),
+                             op.dot.eq(1), op.phase.eq(c_ph), op.chunk0.eq(c_c == 0),
                              op.last.eq((c_c == d.tiles - 1) & c_ph), op.pair.eq(c_pair)]
                 # each step twice: even lanes, then odd lanes (DOT_PHASES)
                 m.d.sync += c_ph.eq(~c_ph)
@@ -587,50 +594,61 @@ class MLPCore(wiring.Component):
                 with m.Case(r):
                     m.d.comb += mlp_act.eq(a_words[r])
         # Two MACs per multiplier (hw/packed_mul.py): lanes 2i and 2i+1 share the weight of an
-        # MLP instruction. A DOT multiplies two activations that differ in every lane, so it
-        # runs each step twice: the even lane's pair in the low half (high operand zero), then
-        # the odd lane's in the high half; the idle half's product is exactly zero. Products
-        # only load while an instruction issues (the consumers read them one cycle later).
+        # MLP instruction, packed by concatenation (the even lane in offset binary). A DOT
+        # multiplies two activations that differ in every lane, so it runs each step twice:
+        # the even lane's pair, then the odd lane's, always in the high half (the low operand
+        # zero, so the high field is the exact product and the row sums need no select).
+        # Products only load while an instruction issues (the consumers read them one cycle
+        # later).
         pm = p.packing
         wides = [[None] * (L // 2) for _ in range(R)]
+        weights = [wmem.rdata[r * WB:(r + 1) * WB].as_signed() for r in range(R)]
         for r in range(R):
-            w = wmem.rdata[r * WB:(r + 1) * WB].as_signed()
             for i in range(L // 2):
                 lo, hi = 2 * i, 2 * i + 1
-                lane = [mlp_act[n * A:(n + 1) * A].as_signed() for n in (lo, hi)]
-                a = [a_words[r][n * A:(n + 1) * A].as_signed() for n in (lo, hi)]
+                lane = [mlp_act[n * A:(n + 1) * A] for n in (lo, hi)]
+                a = [a_words[r][n * A:(n + 1) * A] for n in (lo, hi)]
                 b = [b_words[r][n * A:(n + 1) * A].as_signed() for n in (lo, hi)]
+                dot_packed = Cat(Const(0, pm.offset), Mux(op1.phase, a[1], a[0])).as_signed()
                 wides[r][i] = packed_wide(
-                    m, Mux(op1.dot, Mux(op1.phase, 0, a[0]), lane[0]),
-                    Mux(op1.dot, Mux(op1.phase, a[1], 0), lane[1]),
-                    Mux(op1.dot, Mux(op1.phase, b[1], b[0]), w), pm,
+                    m, Mux(op1.dot, dot_packed, packed_operand(lane[0], lane[1], pm)),
+                    Mux(op1.dot, Mux(op1.phase, b[1], b[0]), weights[r]), pm,
                     enable=op1.mlp | op1.dot)
 
-        # MLP accumulators start from the tile's bias (read at the issue stage, so no adder
-        # after the last product) and take the high product's sign correction as the adder's
-        # carry-in: one adder per MAC.
+        # MLP accumulators: one adder per MAC (the high product's sign correction is its
+        # carry-in); they clear through the flip-flops' synchronous reset in the cycle after a
+        # tile's last MAC (the sequencer leaves that cycle free), so no select in front of the
+        # adder. The bias and the even lanes' offset-binary correction, -low_bias x (the sum
+        # of the tile's weights), are added once per output as the tile drains; the weight
+        # sums come from one adder per row.
         accs = [[Signal(signed(ACC), name=f"acc{r}_{lane}") for lane in range(L)]
                 for r in range(R)]
-        bias_words = [b_rd.data[r * p.bias_bits:(r + 1) * p.bias_bits].as_signed()
-                      for r in range(R)]
-        with m.If(op2.mlp):
+        w_bits_sum = WB + max(1, p.max_k.bit_length())
+        w2 = [Signal(signed(WB), name=f"w2_{r}") for r in range(R)]
+        wsums = [Signal(signed(w_bits_sum), name=f"wsum{r}") for r in range(R)]
+        with m.If(op1.mlp):
+            m.d.sync += [w2[r].eq(weights[r]) for r in range(R)]
+        tile_done = op3.mlp & op3.last
+        with m.If(tile_done):
+            m.d.sync += [acc.eq(0) for row in accs for acc in row]
+            m.d.sync += [wsum.eq(0) for wsum in wsums]
+        with m.Elif(op2.mlp):
             for r in range(R):
+                m.d.sync += wsums[r].eq(wsums[r] + w2[r])
                 for i in range(L // 2):
                     wide = wides[r][i]
-                    for lane, (term, carry) in zip(
-                            (2 * i, 2 * i + 1),
-                            ((packed_low(wide, pm), 0), (packed_high_floor(wide, pm),
-                                                         packed_high_carry(wide, pm)))):
-                        base = Mux(op2.first, bias_words[r], accs[r][lane])
-                        m.d.sync += accs[r][lane].eq(base + term + carry)
+                    m.d.sync += [
+                        accs[r][2 * i].eq(accs[r][2 * i] + packed_low_biased(wide, pm)),
+                        accs[r][2 * i + 1].eq(accs[r][2 * i + 1] + packed_high_floor(wide, pm)
+                                              + packed_high_carry(wide, pm))]
         # DOT: in each phase only one lane of a pair has a product, so the pair shares one sum
         # over the R rows (a balanced tree on the exact 16-bit products).
         dacc = [Signal(signed(ACC), name=f"dacc{lane}") for lane in range(L)]
         for i in range(L // 2):
             total = Signal(signed(pm.product_bits + (R - 1).bit_length()), name=f"psum{i}")
             m.d.comb += total.eq(_tree_sum([
-                Mux(op2.phase, wides[r][i][pm.offset:pm.offset + pm.product_bits],
-                    wides[r][i][:pm.product_bits]).as_signed() for r in range(R)]))
+                wides[r][i][pm.offset:pm.offset + pm.product_bits].as_signed()
+                for r in range(R)]))
             for lane, phase in ((2 * i, 0), (2 * i + 1, 1)):
                 with m.If(op2.dot & (op2.phase == phase)):
                     m.d.sync += dacc[lane].eq(Mux(op2.chunk0, total, dacc[lane] + total))
@@ -640,15 +658,25 @@ class MLPCore(wiring.Component):
         res = [[Signal(signed(ACC), name=f"res{r}_{lane}") for lane in range(L)]
                for r in range(R)]
         drain = Signal(range(R + 1))
-        drain_tile = Signal(12)
         row_sel = R - drain
         drain_row = Signal(range(R))
         m.d.comb += drain_row.eq(row_sel)
         cur = [Signal(signed(ACC), name=f"cur{lane}") for lane in range(L)]
+        bias_words = [b_rd.data[r * p.bias_bits:(r + 1) * p.bias_bits].as_signed()
+                      for r in range(R)]
+        res_row = [Signal(signed(ACC), name=f"res_row{lane}") for lane in range(L)]
+        wsum_res = [Signal(signed(w_bits_sum), name=f"wsum_res{r}") for r in range(R)]
+        bias_odd = Signal(signed(ACC))
+        wsum_row = Signal(signed(w_bits_sum))
         with m.Switch(drain_row):
             for r in range(R):
                 with m.Case(r):
-                    m.d.comb += [cur[lane].eq(res[r][lane]) for lane in range(L)]
+                    m.d.comb += [res_row[lane].eq(res[r][lane]) for lane in range(L)]
+                    m.d.comb += [bias_odd.eq(bias_words[r]), wsum_row.eq(wsum_res[r])]
+        bias_even = Signal(signed(ACC))
+        m.d.comb += bias_even.eq(bias_odd - (wsum_row << (pm.a_bits - 1)))
+        m.d.comb += [cur[lane].eq(res_row[lane] + (bias_odd if lane % 2 else bias_even))
+                     for lane in range(L)]
         # One requantiser per lane serves the drain and the DOT results (an instruction is
         # one or the other); ReLU after saturation, as numerics.requantize applies it.
         req = Requant(in_bits=ACC, out_bits=A, max_shift=min(ACC, 63))
@@ -670,8 +698,9 @@ class MLPCore(wiring.Component):
             with m.Elif(feature < d.n_out):
                 m.d.comb += [w_addr.eq(d.out_base + feature), w_data.eq(out_word), w_en.eq(1)]
 
-        with m.If(op3.mlp & op3.last):
+        with m.If(tile_done):
             for r in range(R):
+                m.d.sync += wsum_res[r].eq(wsums[r])
                 for lane in range(L):
                     m.d.sync += res[r][lane].eq(accs[r][lane])
             m.d.sync += [drain.eq(R), drain_tile.eq(op3.tile)]

@@ -1,29 +1,34 @@
 """Two signed products that share an operand from one multiplier: the DSP48E2 INT8 packing.
 
-``P = (a1 * 2**offset + a0) * w`` on one 27 x 18 multiplier (the packed operand on the 27-bit
-port, ``w`` sign-extended on the 18-bit one) holds both ``a0 * w`` and ``a1 * w``:
+``P = (a1 * 2**offset + u0) * w`` on one 27 x 18 multiplier (the packed operand on the 27-bit
+port, ``w`` sign-extended on the 18-bit one), where ``u0 = a0 + 2**(a_bits - 1)`` is ``a0`` in
+offset binary (its sign bit inverted: an unsigned number in ``[0, 2**a_bits)``). The packed
+operand is then a plain concatenation ``{a1, 0...0, u0}`` — no pre-adder, no carry — and ``P``
+holds both products:
 
-- the low ``offset`` bits of ``P`` are ``a0 * w`` in two's complement, exactly, because
-  ``|a0 * w| <= 2**(a_bits + w_bits - 2) < 2**(offset - 1)`` when ``offset >= a_bits +
-  w_bits`` (the extreme is -128 x -128 = +16384 at 8 bits);
-- ``P >> offset`` (arithmetic) is ``floor(P / 2**offset) = a1 * w + floor(a0 * w / 2**offset)``,
+- the low ``offset`` bits of ``P``, sign-extended, are ``u0 * w`` exactly, because ``|u0 * w| <=
+  (2**a_bits - 1) * 2**(w_bits - 1) < 2**(offset - 1)`` when ``offset >= a_bits + w_bits``; and
+  ``a0 * w = u0 * w - 2**(a_bits - 1) * w``. That correction depends on ``w`` alone, so an
+  accumulator of ``a0 * w`` over ``k`` terms subtracts ``2**(a_bits - 1) * sum(w)`` once, at
+  the end (the MLP core does it when a tile drains, from a per-row weight sum);
+- ``P >> offset`` (arithmetic) is ``floor(P / 2**offset) = a1 * w + floor(u0 * w / 2**offset)``,
   which is ``a1 * w - 1`` exactly when the low product is negative. The correction adds the
   low product's sign bit, ``P[offset - 1]``, back: ``a1 * w = (P >> offset) + P[offset - 1]``.
 
-At 8 bits the packed operand is ``offset + a_bits + 1 = 27`` bits — the 27-bit port exactly (the
-extra bit: a1 = -128 with a negative a0 goes below -2**25) — and the correction costs one
-incrementer on the high product. ``docs/numerics.md`` states the products
-the array must produce; this block produces them with half the multipliers.
+At 8 bits the packed operand is ``offset + a_bits = 26`` bits (27 fit a DSP48E2), and the
+corrections cost an adder's carry-in on the high product and one subtraction per accumulated
+low sum. ``docs/numerics.md`` states the products the array must produce; this block produces
+them with half the multipliers.
 """
 
 from dataclasses import dataclass
 
 import numpy as np
-from amaranth.hdl import Module, Signal, signed
+from amaranth.hdl import Cat, Const, Module, Signal, Value, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["PackedMulParams", "PackedMul", "packed_products", "packed_wide", "packed_low",
+__all__ = ["PackedMulParams", "PackedMul", "packed_operand", "packed_wide", "packed_low_biased",
            "packed_high_floor", "packed_high_carry", "DSP_A_BITS", "DSP_B_BITS"]
 
 DSP_A_BITS = 27
@@ -60,9 +65,14 @@ class PackedMulParams:
 
     @property
     def packed_bits(self) -> int:
-        """Width of ``a1 * 2**offset + a0``: one bit over ``offset + a_bits``, because a
-        negative ``a0`` can take the sum below ``-2**(offset + a_bits - 1)``."""
-        return self.offset + self.a_bits + 1
+        """Width of the packed operand ``{a1, 0...0, u0}``."""
+        return self.offset + self.a_bits
+
+    @property
+    def low_bias(self) -> int:
+        """``2**(a_bits - 1)``: the offset of ``u0``; the low product is ``(a0 + low_bias) *
+        w``."""
+        return 1 << (self.a_bits - 1)
 
     @property
     def product_bits(self) -> int:
@@ -81,26 +91,33 @@ class PackedMulParams:
                               ("w", w, self.w_bits)):
             if v.size and (v.min() < -(1 << (bits - 1)) or v.max() >= 1 << (bits - 1)):
                 raise ValueError(f"{name} outside the signed {bits}-bit range")
-        wide = ((a1 << self.offset) + a0) * w
+        wide = ((a1 << self.offset) + a0 + self.low_bias) * w
         low = wide & ((1 << self.offset) - 1)
         low = np.where(low >> (self.offset - 1), low - (1 << self.offset), low)
         high = (wide >> self.offset) + ((wide >> (self.offset - 1)) & 1)
-        return low, high
+        return low - self.low_bias * w, high
 
     def create(self):
         return PackedMul(self)
 
 
-def packed_wide(m: Module, a0, a1, w, params: PackedMulParams, domain: str = "sync",
-                enable=None):
-    """The one multiplier: ``(a1 * 2**offset + a0) * w``, registered once (a DSP48E2's MREG;
-    loaded when ``enable`` is high, if given). :func:`packed_low`, :func:`packed_high_floor`
-    and :func:`packed_high_carry` take the two products out of it."""
+def packed_operand(a0, a1, params: PackedMulParams):
+    """``a1 * 2**offset + a0 + low_bias`` as the concatenation ``{a1, 0...0, a0 with its sign
+    bit inverted}``: wiring only."""
     p = params
-    packed = Signal(signed(p.packed_bits))
+    a0 = Value.cast(a0)
+    return Cat(a0[:p.a_bits - 1], ~a0[p.a_bits - 1], Const(0, p.offset - p.a_bits),
+               Value.cast(a1)[:p.a_bits]).as_signed()
+
+
+def packed_wide(m: Module, packed, w, params: PackedMulParams, domain: str = "sync",
+                enable=None):
+    """The one multiplier: ``packed * w`` (``packed`` from :func:`packed_operand`), registered
+    once (a DSP48E2's MREG; loaded when ``enable`` is high, if given). :func:`packed_low_biased`,
+    :func:`packed_high_floor` and :func:`packed_high_carry` take the two products out of it."""
+    p = params
     wide = Signal(signed(p.packed_bits + p.w_bits))
-    m.d.comb += packed.eq((a1.as_signed() << p.offset) + a0.as_signed())
-    stmt = wide.eq(packed * w.as_signed())
+    stmt = wide.eq(packed.as_signed() * w.as_signed())
     if enable is None:
         m.d[domain] += stmt
     else:
@@ -109,13 +126,15 @@ def packed_wide(m: Module, a0, a1, w, params: PackedMulParams, domain: str = "sy
     return wide
 
 
-def packed_low(wide, params: PackedMulParams):
-    """``a0 * w``: the low ``offset`` bits, two's complement."""
+def packed_low_biased(wide, params: PackedMulParams):
+    """``(a0 + low_bias) * w``: the low ``offset`` bits, two's complement; ``a0 * w`` is this
+    minus ``low_bias * w``."""
     return wide[:params.offset].as_signed()
 
 
 def packed_high_floor(wide, params: PackedMulParams):
-    """``a1 * w - [a0 * w < 0]``: the wide product shifted down, before the sign correction."""
+    """``a1 * w - [low product < 0]``: the wide product shifted down, before the sign
+    correction."""
     return wide[params.offset:].as_signed()
 
 
@@ -125,23 +144,10 @@ def packed_high_carry(wide, params: PackedMulParams):
     return wide[params.offset - 1]
 
 
-def packed_products(m: Module, a0, a1, w, params: PackedMulParams, domain: str = "sync",
-                    enable=None):
-    """Two products ``(a0 * w, a1 * w)`` from one multiplier (:func:`packed_wide`): the two
-    ``product_bits`` signals, valid the cycle after the operands. The unpacking follows the
-    module docstring."""
-    p = params
-    wide = packed_wide(m, a0, a1, w, p, domain, enable)
-    low = Signal(signed(p.product_bits))
-    high = Signal(signed(p.product_bits))
-    m.d.comb += [low.eq(packed_low(wide, p)),
-                 high.eq(packed_high_floor(wide, p) + packed_high_carry(wide, p))]
-    return low, high
-
-
 class PackedMul(wiring.Component):
-    """Stream stage ``o = (a0 * w, a1 * w)`` on one multiplier (:class:`PackedMulParams`);
-    ``last`` rides along. Latency 2 (operands registered, then the product), one input per
+    """Stream stage ``o = (a0 * w, a1 * w)`` on one multiplier (:class:`PackedMulParams`), the
+    low product's offset-binary correction applied per product (an accumulating user applies it
+    once per sum instead); ``last`` rides along. Latency 2 (operands registered, then the product), one input per
     cycle; the pipeline advances when the output register is empty or being read."""
 
     def __init__(self, params: PackedMulParams):
@@ -176,6 +182,11 @@ class PackedMul(wiring.Component):
                          w.eq(self.i.payload.w), valid1.eq(self.i.valid),
                          last1.eq(self.i.payload.last),
                          self.o.valid.eq(valid1), self.o.payload.last.eq(last1)]
-        low, high = packed_products(m, a0, a1, w, p, enable=advance)
-        m.d.comb += [self.o.payload.p0.eq(low), self.o.payload.p1.eq(high)]
+        wide = packed_wide(m, packed_operand(a0, a1, p), w, p, enable=advance)
+        w2 = Signal(signed(p.w_bits))
+        with m.If(advance):
+            m.d.sync += w2.eq(w)
+        m.d.comb += [
+            self.o.payload.p0.eq(packed_low_biased(wide, p) - (w2 << (p.a_bits - 1))),
+            self.o.payload.p1.eq(packed_high_floor(wide, p) + packed_high_carry(wide, p))]
         return m

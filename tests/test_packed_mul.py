@@ -9,7 +9,7 @@ def test_the_packing_gives_both_exact_products_for_every_int8_operand():
     """All 2**24 (a0, a1, w) at 8 bits: the low part and the corrected high part of the one
     wide product are a0 * w and a1 * w exactly (the int8 extremes included)."""
     p = PackedMulParams()
-    assert (p.offset, p.packed_bits) == (18, 27)
+    assert (p.offset, p.packed_bits) == (18, 26)
     v = np.arange(-128, 128, dtype=np.int64)
     a0, w = np.meshgrid(v, v, indexing="ij")
     a0, w = a0.ravel(), w.ravel()
@@ -29,7 +29,7 @@ def test_the_uncorrected_high_product_is_off_by_one_when_the_low_one_is_negative
 @pytest.mark.parametrize("bad, message", [
     ({"a_bits": 1}, r"a_bits = 1: must be an integer >= 2"),
     ({"offset": 15}, r"offset = 15: must be >= a_bits \+ w_bits = 16"),
-    ({"a_bits": 10, "w_bits": 8}, r"packed operand needs 31 bits .* a DSP48E2 takes 27 x 18"),
+    ({"a_bits": 10, "w_bits": 8}, r"packed operand needs 30 bits .* a DSP48E2 takes 27 x 18"),
     ({"w_bits": 20, "a_bits": 2}, r"w 20: a DSP48E2 takes 27 x 18"),
 ])
 def test_bad_parameters_are_refused(bad, message):
