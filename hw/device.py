@@ -135,6 +135,13 @@ class DeviceParams:
         return tile_load_cycles(self.dense_features, self.tables, self.emb_dim, self.lanes,
                                 self.port_bytes)
 
+    @property
+    def composition(self) -> dict:
+        """What the planner budgets for: the MLP core's (rows, lanes), the gather cores, and
+        each TT array's lanes."""
+        return {"mlp": [self.mlp.rows, self.mlp.lanes], "gather_cores": len(self.gather),
+                "tt_lanes": [t.lanes for t in self.tt]}
+
     @classmethod
     def for_plan(cls, cfg, plan: dict, **kwargs):
         """The device a plan asks for: its gather cores (the dense tables dealt to them by

@@ -144,11 +144,12 @@ def _run(cmd, cwd, log, timeout):
 
 def synth_core(name: str, component, out_dir, budget=None, fmax: bool = True,
                timeout: float = 1800.0, fmax_component=None, fmax_note=None,
-               no_fmax_reason=None) -> dict:
+               no_fmax_reason=None, extra=None) -> dict:
     """Synthesise one core into ``out_dir`` and write ``report.json``; returns the report.
     ``fmax_component`` (with ``fmax_note`` saying how it differs) stands in for the core in
     place and route, e.g. with a smaller memory than the ECP5 holds; ``no_fmax_reason``: why a
-    design is never placed and routed (the report's ``fmax_note``)."""
+    design is never placed and routed (the report's ``fmax_note``); ``extra``: more fields
+    for the report (e.g. a device's composition)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for src in RTL_SOURCES:
@@ -172,6 +173,7 @@ def synth_core(name: str, component, out_dir, budget=None, fmax: bool = True,
               "xilinx_s": time.perf_counter() - t0, "fmax_mhz": None, "tools": tool_versions()}
     if no_fmax_reason:
         report["fmax_note"] = no_fmax_reason
+    report.update(extra or {})
     if fmax:
         wrapped = "wrapped_" + name
         (out / "wrapped.v").write_text(verilog.convert(

@@ -196,7 +196,7 @@ def cmd_plan(args) -> int:
 
 
 def cmd_synth(args) -> int:
-    from screc.hw.generators import generators_for
+    from screc.hw.generators import generators_for, planned_device
     from screc.hw.synth import synth_core
 
     cfg = load_config(args.config)
@@ -214,11 +214,14 @@ def cmd_synth(args) -> int:
                 # one device report per config: make synth runs demo and criteo_kaggle
                 whole = stem == "device_top"
                 where = out / (f"device_{cfg.model.name}" if whole else name)
-                reports.append(synth_core(name, build(), where, budget,
-                                          fmax=not args.no_fmax and not whole,
+                # the device's composition lets the resource table fit the top's own logic
+                device = planned_device(cfg) if whole else None
+                reports.append(synth_core(name, device.create() if whole else build(), where,
+                                          budget, fmax=not args.no_fmax and not whole,
                                           fmax_component=small,
                                           fmax_note=small and SMALL_BRAM_NOTE,
-                                          no_fmax_reason=whole and DEVICE_FMAX_NOTE))
+                                          no_fmax_reason=whole and DEVICE_FMAX_NOTE,
+                                          extra=whole and {"composition": device.composition}))
         _print_synth_table(reports, budget)
     else:
         key, _, values = args.sweep.partition("=")
@@ -315,7 +318,7 @@ def _lanes_sweep(cfg, lanes, out, fmax):
 def _write_resource_table(cfg, path, out, fmax):
     from screc.hw.mlp import MLPParams
     from screc.hw.synth import MLP_SWEEP, fit_mlp_costs, synth_core, tool_versions
-    from screc.sw.planner import resource_generator_hash
+    from screc.sw.planner import CoreCosts, device_glue, resource_generator_hash
 
     p = cfg.device.tt_lanes
     sweep = {r["lanes"]: r for r in _lanes_sweep(cfg, [p, 2 * p], out / "sweep", False)}
@@ -357,6 +360,21 @@ def _write_resource_table(cfg, path, out, fmax):
         r = fitted[name]
         lines += [f"[cores.{name}]", f"luts = {r['luts']:.3f}", f"dsps = {r['dsps']:.3f}",
                   f"bram_kbits = {r['bram_kbits']:.3f}", ""]
+    device = out / f"device_{cfg.model.name}" / "report.json"
+    measured = json.loads(device.read_text()) if device.exists() else {}
+    if "composition" in measured:
+        costs = {name: CoreCosts(*(float(r[k]) for k in ("luts", "dsps", "bram_kbits")))
+                 for name, r in (("gather", gather), ("tt_array_fixed", fixed),
+                                 ("tt_lane", per_lane), *((n, fitted[n]) for n in (
+                                     "mlp_fixed", "mlp_mac", "mlp_lane", "mlp_row")))}
+        glue = device_glue(costs, cfg, measured["composition"], measured)
+        lines += ["# The device top's own logic (boot parser, router, collector, tile loader, "
+                  "FIFOs): the", f"# synthesised planned device ({measured['composition']}) "
+                  "less its cores' modelled costs.", "[cores.device_glue]",
+                  *(f"{k} = {glue[k]:.0f}" for k in ("luts", "dsps", "bram_kbits")), ""]
+    else:
+        print(f"  (no device_glue: {device} with a composition is missing; synthesise "
+              "device_top in the same run)")
     path.write_text("\n".join(lines))
     print(f"  resource table written to {path}")
 

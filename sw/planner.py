@@ -39,7 +39,7 @@ from .checks import check_curve, check_number
 from .config import TTConfig
 from .image import row_bytes
 
-__all__ = ["CoreCosts", "load_core_costs", "resource_generator_hash", "TableInput", "PlanError",
+__all__ = ["CoreCosts", "load_core_costs", "device_glue", "resource_generator_hash", "TableInput", "PlanError",
            "Instance", "build_instance", "instance_for", "evaluate", "solve", "greedy",
            "brute_force", "ShardPlan", "pipeline_cycles", "choice_from_dict", "TableLoad",
            "stage_cycles", "TIERS", "TTOption", "RESOURCES", "mlp_usage", "tt_array_usage",
@@ -121,6 +121,22 @@ def mlp_usage(costs: dict, params: MLPParams) -> dict:
             + 2 * params.act_words * R * L * n.act_bits)
     out["bram_kbits"] = -(-bits // 1024)
     return out
+
+
+def device_glue(costs: dict, cfg, composition: dict, measured: dict) -> dict:
+    """The device top's own logic (boot parser, router, collector and transposer, tile loader,
+    FIFOs): a synthesised device's resources (``measured``, a `make synth` report) less what
+    the cost model gives its cores (``composition``: :attr:`DeviceParams.composition`) and,
+    for on-chip RAM, less the embedding tier; never below zero. ``make synth`` stores it in
+    the resource table as ``device_glue``, which every plan then budgets."""
+    rows, lanes = composition["mlp"]
+    cores = mlp_usage(costs, MLPParams.for_config(cfg, rows, lanes))
+    for k in RESOURCES:
+        cores[k] += composition["gather_cores"] * getattr(costs["gather"], k) + sum(
+            tt_array_usage(costs, n)[k] for n in composition["tt_lanes"])
+    tier_kbits = cfg.device.tier("bram").capacity_bytes * 8 / 1024
+    return {k: max(0.0, measured[k] - cores[k] - (tier_kbits if k == "bram_kbits" else 0.0))
+            for k in RESOURCES}
 
 
 class TTOption(NamedTuple):
@@ -221,6 +237,8 @@ class Instance:
     """The MLP core's (rows, lanes) that ``mlp_cycles`` was computed for."""
     reserved_usage: dict | None = None
     """Resources the MLP core takes (already outside ``budget``)."""
+    glue_usage: dict | None = None
+    """Resources of the device top's own logic (:func:`device_glue`; outside ``budget``)."""
 
     def __post_init__(self):
         owner = "Instance"
@@ -351,10 +369,12 @@ def instance_for(dev, numerics, tables, stats, batch: int, mlp_cycles: float, co
     total = {"luts": fpga.luts, "dsps": fpga.dsps, "bram_kbits": onchip_kbits}
     if reserved is None:
         reserved = {k: getattr(costs["mlp"], k) for k in RESOURCES}
-    budget = {k: total[k] - reserved[k] for k in RESOURCES}
+    glue = {k: getattr(costs["device_glue"], k) if "device_glue" in costs else 0.0
+            for k in RESOURCES}
+    budget = {k: total[k] - reserved[k] - glue[k] for k in RESOURCES}
     if any(v < 0 for v in budget.values()):
-        short = [f"{k}: it needs {reserved[k]:,.0f} of {total[k]:,}" for k in RESOURCES
-                 if budget[k] < 0]
+        short = [f"{k}: it needs {reserved[k]:,.0f} and the device top {glue[k]:,.0f} of "
+                 f"{total[k]:,}" for k in RESOURCES if budget[k] < 0]
         raise PlanError(f"FPGA: the MLP core of {mlp_shape[0]} x {mlp_shape[1]} does not fit "
                         f"({'; '.join(short)})")
     gather = {k: getattr(costs["gather"], k) for k in RESOURCES}
@@ -387,7 +407,7 @@ def instance_for(dev, numerics, tables, stats, batch: int, mlp_cycles: float, co
             -(-t.dim // collector_beat(t.dim, n.emb_bits, dev.gather_port_bytes))
             for t in tables)),
         budget=budget, gather_usage=gather, mlp_shape=tuple(mlp_shape),
-        reserved_usage=dict(reserved))
+        reserved_usage=dict(reserved), glue_usage=glue)
 
 
 @dataclass(frozen=True)
@@ -610,10 +630,11 @@ class ShardPlan:
         if inst.budget is None:
             return {}
         fabric = _fabric_usage(inst, self.choice, self.mix[0])
-        used = {k: inst.reserved_usage[k] + fabric[k] for k in RESOURCES}
-        total = {k: inst.budget[k] + inst.reserved_usage[k] for k in RESOURCES}
+        glue = inst.glue_usage or dict.fromkeys(RESOURCES, 0.0)
+        used = {k: inst.reserved_usage[k] + glue[k] + fabric[k] for k in RESOURCES}
+        total = {k: inst.budget[k] + inst.reserved_usage[k] + glue[k] for k in RESOURCES}
         out = {k: {"used": used[k], "total": total[k], "share": used[k] / total[k],
-                   "mlp": inst.reserved_usage[k]} for k in RESOURCES}
+                   "mlp": inst.reserved_usage[k], "device_top": glue[k]} for k in RESOURCES}
         out["binding"] = max(RESOURCES, key=lambda k: used[k] / total[k])
         return out
 

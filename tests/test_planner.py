@@ -16,6 +16,7 @@ from screc.sw.planner import (
     brute_force,
     build_instance,
     choice_from_dict,
+    device_glue,
     evaluate,
     greedy,
     instance_for,
@@ -26,6 +27,7 @@ from screc.sw.planner import (
     shrink,
     solve,
     stage_cycles,
+    tt_array_usage,
     tt_lanes_for_rank,
 )
 from screc.sw.stats import remap_permutation, zipf_coverage
@@ -186,6 +188,42 @@ def test_an_fpga_too_small_is_refused_naming_the_resource(demo_config):
         build_instance(cfg, _demo_stats(cfg), 256)
     with pytest.raises(PlanError, match="no MLP core shape fits the FPGA"):
         plan_device(cfg, _demo_stats(cfg), 256)
+
+
+def test_the_device_tops_own_logic_is_fitted_and_budgeted(demo_config):
+    from screc.hw.mlp import MLPParams
+
+    costs = load_core_costs()
+    comp = {"mlp": [16, 32], "gather_cores": 2, "tt_lanes": [8, 4]}
+    cores = mlp_usage(costs, MLPParams.for_config(demo_config, 16, 32))
+    for k in RESOURCES:
+        cores[k] += 2 * getattr(costs["gather"], k) + sum(
+            tt_array_usage(costs, n)[k] for n in (8, 4))
+    tier = demo_config.device.tier("bram").capacity_bytes * 8 / 1024
+    measured = {"luts": cores["luts"] + 5000, "dsps": cores["dsps"] + 3,
+                "bram_kbits": cores["bram_kbits"] + tier + 72}
+    assert device_glue(costs, demo_config, comp, measured) == pytest.approx(
+        {"luts": 5000, "dsps": 3, "bram_kbits": 72})
+    # a synthesis smaller than the model never gives a negative glue
+    assert device_glue(costs, demo_config, comp, dict.fromkeys(RESOURCES, 0)) == dict.fromkeys(
+        RESOURCES, 0.0)
+    stats = _demo_stats(demo_config)
+    glue = {"luts": 30000.0, "dsps": 0.0, "bram_kbits": 0.0}
+    with_glue = {**costs, "device_glue": type(costs["gather"])(**glue)}
+    bare = build_instance(demo_config, stats, 256, costs=costs)
+    inst = build_instance(demo_config, stats, 256, costs=with_glue)
+    assert inst.budget["luts"] == pytest.approx(bare.budget["luts"] - 30000)
+    plan = solve(inst)
+    res = plan.resources()
+    assert res["luts"]["device_top"] == 30000
+    assert res["luts"]["total"] == demo_config.device.fpga.luts
+    assert res["luts"]["used"] >= (res["luts"]["mlp"] + 30000
+                                   + plan.mix[0] * costs["gather"].luts)
+    # glue the size of the FPGA: refused, naming the device top
+    huge = {**costs, "device_glue": type(costs["gather"])(
+        luts=float(demo_config.device.fpga.luts), dsps=0.0, bram_kbits=0.0)}
+    with pytest.raises(PlanError, match=r"luts: it needs [\d,]+ and the device top"):
+        build_instance(demo_config, stats, 256, costs=huge)
 
 
 def test_sizing_takes_the_fastest_shape_that_fits_and_names_the_binding_resource(demo_config):
