@@ -368,9 +368,11 @@ def _write_resource_table(cfg, path, out, fmax):
                                  ("tt_lane", per_lane), *((n, fitted[n]) for n in (
                                      "mlp_fixed", "mlp_mac", "mlp_lane", "mlp_row")))}
         glue = device_glue(costs, cfg, measured["composition"], measured)
+        comp = measured["composition"]
         lines += ["# The device top's own logic (boot parser, router, collector, tile loader, "
-                  "FIFOs): the", f"# synthesised planned device ({measured['composition']}) "
-                  "less its cores' modelled costs.", "[cores.device_glue]",
+                  "FIFOs): the", f"# synthesised planned device (MLP {comp['mlp'][0]} x "
+                  f"{comp['mlp'][1]}, {comp['gather_cores']} gather, TT lanes "
+                  f"{comp['tt_lanes']}) less its cores' modelled costs.", "[cores.device_glue]",
                   *(f"{k} = {glue[k]:.0f}" for k in ("luts", "dsps", "bram_kbits")), ""]
     else:
         print(f"  (no device_glue: {device} with a composition is missing; synthesise "

@@ -177,8 +177,10 @@ def test_an_fpga_too_small_is_refused_naming_the_resource(demo_config):
 
     costs = load_core_costs()
     mlp = mlp_usage(costs, MLPParams.zero_program(demo_config, 16, 16)[0])
-    # room for the MLP core but not for one more core: the shortfall is named
-    cfg = _with_fpga(demo_config, luts=int(mlp["luts"]) + 100)
+    # room for the MLP core and the device top but not for one more core: the shortfall is
+    # named
+    glue = costs["device_glue"].luts if "device_glue" in costs else 0
+    cfg = _with_fpga(demo_config, luts=int(mlp["luts"] + glue) + 100)
     with pytest.raises(PlanError, match=r"FPGA: even one core does not fit beside the MLP "
                                         r"core: luts needs \d+"):
         build_instance(cfg, _demo_stats(cfg), 256)
@@ -209,8 +211,9 @@ def test_the_device_tops_own_logic_is_fitted_and_budgeted(demo_config):
         RESOURCES, 0.0)
     stats = _demo_stats(demo_config)
     glue = {"luts": 30000.0, "dsps": 0.0, "bram_kbits": 0.0}
-    with_glue = {**costs, "device_glue": type(costs["gather"])(**glue)}
-    bare = build_instance(demo_config, stats, 256, costs=costs)
+    without = {k: v for k, v in costs.items() if k != "device_glue"}
+    with_glue = {**without, "device_glue": type(costs["gather"])(**glue)}
+    bare = build_instance(demo_config, stats, 256, costs=without)
     inst = build_instance(demo_config, stats, 256, costs=with_glue)
     assert inst.budget["luts"] == pytest.approx(bare.budget["luts"] - 30000)
     plan = solve(inst)
