@@ -49,6 +49,9 @@ def roofline(cfg, plan: dict) -> dict:
     for tier, nbytes in tier_bytes.items():
         if nbytes:
             bounds[tier] = dev.tier(tier).bandwidth_gbps * 1e9 / nbytes
+    ssd = dev.tier("ssd")
+    if tier_bytes["ssd"] and ssd.iops:  # every SSD read is one random read of the drive
+        bounds["ssd"] = min(bounds["ssd"], ssd.iops * ssd.access_bytes / tier_bytes["ssd"])
     return {"qps": min(bounds.values()), "bound": min(bounds, key=bounds.get),
             "bounds": bounds, "macs_per_query": macs}
 
@@ -91,7 +94,8 @@ def run(name: str, batch: int) -> dict:
         "brams": res["bram_kbits"]["used"] / 36, "binding_resource": res["binding"],
         "resource_shares": {k: res[k]["share"] for k in ("luts", "dsps", "bram_kbits")},
         "resources_from": "planner cost model (configs/core_resources.toml, fitted to make "
-                          "synth); the device top's glue is not in it: see synthesised_device",
+                          "synth, the device top's own logic as device_glue); the synthesised "
+                          "device, where make synth has run: synthesised_device",
         "synthesised_device": synthesised_device(cfg),
         "sim_cycles_per_s": report["sim"]["cycles_per_s"],
     }

@@ -16,9 +16,14 @@ REGION = {"dram": 1, "ssd": 2}
 
 def tier_timing(tier, clock_mhz: float) -> dict:
     """SV parameters of a tier: latency in cycles, bandwidth in 1/256 bytes per cycle, access
-    granularity in bytes."""
+    granularity in bytes. The model charges every request whole accesses, so a drive's IOPS
+    limit is a bandwidth of ``access_bytes`` per read slot: the smaller of the two applies."""
+    per_cycle = tier.bytes_per_cycle(clock_mhz)
+    slot = tier.cycles_per_read_slot(clock_mhz)
+    if slot:
+        per_cycle = min(per_cycle, tier.access_bytes / slot)
     return {"LATENCY": tier.latency_cycles(clock_mhz),
-            "BW_X256": max(1, round(tier.bytes_per_cycle(clock_mhz) * 256)),
+            "BW_X256": max(1, round(per_cycle * 256)),
             "ACCESS_BYTES": tier.access_bytes}
 
 

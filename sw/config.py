@@ -145,12 +145,19 @@ class TierConfig:
     latency_ns: float
     bandwidth_gbps: float
     access_bytes: int
+    iops: float = 0.0
+    """Random reads per second the tier serves (an NVMe drive's random-read IOPS); 0: no limit
+    beyond the bandwidth."""
 
     def latency_cycles(self, clock_mhz: float) -> int:
         return max(1, math.ceil(self.latency_ns * clock_mhz / 1000.0))
 
     def bytes_per_cycle(self, clock_mhz: float) -> float:
         return self.bandwidth_gbps * 1000.0 / clock_mhz
+
+    def cycles_per_read_slot(self, clock_mhz: float) -> float:
+        """Cycles between two random reads at the tier's ``iops`` (0 when it has no limit)."""
+        return clock_mhz * 1e6 / self.iops if self.iops else 0.0
 
 
 @dataclass(frozen=True)
@@ -366,6 +373,7 @@ def _read_tier(sec: _Section, name: str) -> TierConfig:
         latency_ns=sec.float("latency_ns", lo=0.0, lo_open=True),
         bandwidth_gbps=sec.float("bandwidth_gbps", lo=0.0, lo_open=True),
         access_bytes=sec.int("access_bytes", default=4096 if name == "ssd" else 64, lo=1),
+        iops=sec.float("iops", default=0.0, lo=0.0),
     )
     if tier.access_bytes & (tier.access_bytes - 1):
         raise sec.error("access_bytes", tier.access_bytes, "must be a power of two")

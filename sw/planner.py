@@ -222,6 +222,8 @@ class Instance:
     batch: int
     clock_mhz: float
     ssd_latency_cycles: float = 0.0
+    ssd_read_slot_cycles: float = 0.0
+    """Cycles between two random reads at the SSD's IOPS (0: bandwidth only)."""
     tiles: int = 1
     router_cycles: float = 0.0
     """Lookup records per batch (rows plus empty bags): the device routes one per cycle."""
@@ -274,7 +276,8 @@ class Instance:
                      lo_open=True)
         for field in ("dram_bytes_per_cycle", "ssd_bytes_per_cycle", "clock_mhz"):
             check_number(PlanError, owner, field, getattr(self, field), lo=0, lo_open=True)
-        for field in ("mlp_cycles", "ssd_latency_cycles", "router_cycles", "collector_cycles"):
+        for field in ("mlp_cycles", "ssd_latency_cycles", "ssd_read_slot_cycles",
+                      "router_cycles", "collector_cycles"):
             check_number(PlanError, owner, field, getattr(self, field), lo=0)
         check_number(PlanError, owner, "batch", self.batch, lo=1, integer=True)
         check_number(PlanError, owner, "tiles", self.tiles, lo=1, integer=True)
@@ -285,6 +288,14 @@ class Instance:
                                 f"{list(RESOURCES)}")
             for k in RESOURCES:
                 check_number(PlanError, owner, f"budget[{k!r}]", self.budget[k])
+
+    @property
+    def ssd_cycles_per_access(self) -> float:
+        """Cycles one SSD read occupies the drive: the longer of its ``ssd_bytes_per_access``
+        at the bandwidth and one read slot at the drive's IOPS — a plan cannot look good by
+        issuing more reads than the drive serves."""
+        return max(self.ssd_bytes_per_access / self.ssd_bytes_per_cycle,
+                   self.ssd_read_slot_cycles)
 
 
 def pipeline_cycles(parts: dict, tiles: int) -> float:
@@ -401,6 +412,7 @@ def instance_for(dev, numerics, tables, stats, batch: int, mlp_cycles: float, co
         ssd_bytes_per_cycle=ssd.bytes_per_cycle(dev.clock_mhz),
         gather_cycles_per_row=gather_cpr, mlp_cycles=float(mlp_cycles), batch=batch,
         clock_mhz=dev.clock_mhz, ssd_latency_cycles=float(ssd.latency_cycles(dev.clock_mhz)),
+        ssd_read_slot_cycles=ssd.cycles_per_read_slot(dev.clock_mhz),
         tiles=tiles,
         router_cycles=float(sum(st.pooling * batch + st.empty_share * batch for st in stats)),
         collector_cycles=float(batch * sum(
@@ -429,9 +441,10 @@ class TableLoad:
 def stage_cycles(inst: Instance, loads, gather_cores: int, core_of=None,
                  records: float | None = None) -> dict:
     """The cycle model, its one home: each stage's cycles for one batch from each table's
-    :class:`TableLoad` (``loads``, in table order). DRAM and SSD: bytes moved at the tier's
-    bandwidth; the SSD waits at least one latency when any table reads it (more than ``SSD_EPS``
-    lookups); gather: each core's rows x port beats per row — with ``core_of`` (the device's
+    :class:`TableLoad` (``loads``, in table order). DRAM: bytes moved at the tier's bandwidth;
+    SSD: each read the longer of its page at the bandwidth and a read slot at the drive's IOPS
+    (:attr:`Instance.ssd_cycles_per_access`), and at least one latency when any table reads it
+    (more than ``SSD_EPS`` lookups); gather: each core's rows x port beats per row — with ``core_of`` (the device's
     table-to-core dealing) the busiest core, without it the MIP's two lower bounds (the work spread
     evenly, and the largest table, a table being served by one core); TT: the busiest array (one per
     table); router: ``records`` (default the instance's); collector: the instance's pooled-bag
@@ -442,7 +455,7 @@ def stage_cycles(inst: Instance, loads, gather_cores: int, core_of=None,
     work = []
     for tab, load in zip(inst.tables, loads):
         dram += load.dram * inst.dram_bytes_per_access[tab.name] / inst.dram_bytes_per_cycle
-        ssd_bw += load.ssd * inst.ssd_bytes_per_access / inst.ssd_bytes_per_cycle
+        ssd_bw += load.ssd * inst.ssd_cycles_per_access
         reads_ssd |= load.ssd > SSD_EPS
         tt = max(tt, load.tt * load.tt_cycles)
         work.append(load.gathered * inst.gather_cycles_per_row[tab.name])
@@ -699,8 +712,7 @@ def _model(inst: Instance, slack: bool = False):
             use["ssd"].append(tab.row_bytes * (tab.rows * d - k2))
             dram_t.append(tab.lookups * inst.dram_bytes_per_access[tab.name]
                           / inst.dram_bytes_per_cycle * (c2 - c1))
-            ssd_t.append(tab.lookups * inst.ssd_bytes_per_access / inst.ssd_bytes_per_cycle
-                         * (d - c2))
+            ssd_t.append(tab.lookups * inst.ssd_cycles_per_access * (d - c2))
             # the table reads the SSD when its k2 leaves rows with expected lookups there
             reading = [z2[b] for b in range(n) if tab.lookups * (1 - tab.cov[b]) > SSD_EPS]
             if reading:

@@ -69,6 +69,7 @@ CASES = [
     ("device.tiers.dram.bandwidth_gbps", 0.0, "device.tiers.dram.bandwidth_gbps", "> 0"),
     ("device.tiers.ssd.access_bytes", 3000, "device.tiers.ssd.access_bytes", "power of two"),
     ("device.tiers.ssd.latency_ns", 1.0, "device.tiers.ssd.latency_ns", "must not be lower"),
+    ("device.tiers.ssd.iops", -5.0, "device.tiers.ssd.iops", ">= 0"),
     ("device.tiers.bram.capacity_bytes", 1 << 40, "device.tiers.bram.capacity_bytes",
      "on-chip memory"),
     ("device.tiers.dram", _DELETE, "device.tiers.dram", "is required"),

@@ -92,7 +92,8 @@ def _hard_instance(seed):
         {t.name: float(rng.integers(1, 4)) * -(-t.row_bytes // 64) for t in tables},
         float(rng.integers(0, 3000)), 256, 250.0,
         ssd_latency_cycles=float(rng.choice([0.0, rng.uniform(500, 20000)])),
-        router_cycles=float(rng.uniform(0, 1) * sum(t.lookups for t in tables)))
+        router_cycles=float(rng.uniform(0, 1) * sum(t.lookups for t in tables)),
+        ssd_read_slot_cycles=float(rng.choice([0.0, rng.uniform(100, 1000)])))
 
 
 def test_mip_equals_exhaustive_enumeration_on_hard_random_instances():
@@ -449,6 +450,29 @@ def test_bad_solver_arguments_and_statistics_for_another_table(demo_config):
         build_instance(demo_config, stats, 256)
     with pytest.raises(PlanError, match=r"build_instance: batch = -4: must be >= 1"):
         build_instance(demo_config, stats, -4)
+
+
+def test_ssd_reads_cost_the_longer_of_their_page_and_the_drives_read_slot(demo_config):
+    """At 4 KiB the demo SSD's bandwidth binds (341 cycles a page at 250 MHz); at 512 B reads the
+    drive's 1 M IOPS does (250 cycles a read, not 43): a plan cannot win by issuing more reads
+    than the drive serves."""
+    import dataclasses
+
+    stats = _demo_stats(demo_config)
+    inst = build_instance(demo_config, stats, 256)
+    assert inst.ssd_read_slot_cycles == pytest.approx(250.0)
+    assert inst.ssd_cycles_per_access == pytest.approx(4096 / 12.0)
+    tiers = tuple(dataclasses.replace(t, access_bytes=512) if t.name == "ssd" else t
+                  for t in demo_config.device.tiers)
+    small = dataclasses.replace(demo_config, device=dataclasses.replace(
+        demo_config.device, tiers=tiers))
+    inst = build_instance(small, stats, 256)
+    assert inst.ssd_cycles_per_access == pytest.approx(250.0)
+    loads = [TableLoad(ssd=1000.0)] + [TableLoad()] * (len(inst.tables) - 1)
+    assert stage_cycles(inst, loads, 1)["ssd"] == pytest.approx(250_000.0)
+    unlimited = dataclasses.replace(inst, ssd_read_slot_cycles=0.0)
+    assert stage_cycles(unlimited, loads, 1)["ssd"] == pytest.approx(
+        max(1000 * 512 / 12.0, inst.ssd_latency_cycles))
 
 
 def test_stage_cycles_is_the_one_cycle_model():
