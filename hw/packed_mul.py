@@ -147,8 +147,9 @@ def packed_high_carry(wide, params: PackedMulParams):
 class PackedMul(wiring.Component):
     """Stream stage ``o = (a0 * w, a1 * w)`` on one multiplier (:class:`PackedMulParams`), the
     low product's offset-binary correction applied per product (an accumulating user applies it
-    once per sum instead); ``last`` rides along. Latency 2 (operands registered, then the product), one input per
-    cycle; the pipeline advances when the output register is empty or being read."""
+    once per sum instead); ``last`` rides along. Latency 2 (operands registered, then the
+    product), one input per cycle; the pipeline advances when the output register is empty or
+    being read."""
 
     def __init__(self, params: PackedMulParams):
         if not isinstance(params, PackedMulParams):

@@ -39,7 +39,8 @@ from .checks import check_curve, check_number
 from .config import TTConfig
 from .image import row_bytes
 
-__all__ = ["CoreCosts", "load_core_costs", "device_glue", "resource_generator_hash", "TableInput", "PlanError",
+__all__ = ["CoreCosts", "load_core_costs", "device_glue", "resource_generator_hash",
+           "TableInput", "PlanError",
            "Instance", "build_instance", "instance_for", "evaluate", "solve", "greedy",
            "brute_force", "ShardPlan", "pipeline_cycles", "choice_from_dict", "TableLoad",
            "stage_cycles", "TIERS", "TTOption", "RESOURCES", "mlp_usage", "tt_array_usage",
@@ -444,10 +445,10 @@ def stage_cycles(inst: Instance, loads, gather_cores: int, core_of=None,
     :class:`TableLoad` (``loads``, in table order). DRAM: bytes moved at the tier's bandwidth;
     SSD: each read the longer of its page at the bandwidth and a read slot at the drive's IOPS
     (:attr:`Instance.ssd_cycles_per_access`), and at least one latency when any table reads it
-    (more than ``SSD_EPS`` lookups); gather: each core's rows x port beats per row — with ``core_of`` (the device's
-    table-to-core dealing) the busiest core, without it the MIP's two lower bounds (the work spread
-    evenly, and the largest table, a table being served by one core); TT: the busiest array (one per
-    table); router: ``records`` (default the instance's); collector: the instance's pooled-bag
+    (more than ``SSD_EPS`` lookups); gather: each core's rows x port beats per row — with
+    ``core_of`` (the device's table-to-core dealing) the busiest core, without it the MIP's two
+    lower bounds (the work spread evenly, and the largest table, a table being served by one
+    core); TT: the busiest array (one per table); router: ``records`` (default the instance's); collector: the instance's pooled-bag
     beats; MLP: the instance's. ``evaluate`` (from the trace's coverage) and ``flow.predict_batch``
     (from one batch's lookups) both call this."""
     dram = ssd_bw = tt = 0.0
