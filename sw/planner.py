@@ -448,9 +448,10 @@ def stage_cycles(inst: Instance, loads, gather_cores: int, core_of=None,
     (more than ``SSD_EPS`` lookups); gather: each core's rows x port beats per row — with
     ``core_of`` (the device's table-to-core dealing) the busiest core, without it the MIP's two
     lower bounds (the work spread evenly, and the largest table, a table being served by one
-    core); TT: the busiest array (one per table); router: ``records`` (default the instance's); collector: the instance's pooled-bag
-    beats; MLP: the instance's. ``evaluate`` (from the trace's coverage) and ``flow.predict_batch``
-    (from one batch's lookups) both call this."""
+    core); TT: the busiest array (one per table); router: ``records`` (default the
+    instance's); collector: the instance's pooled-bag beats; MLP: the instance's. ``evaluate``
+    (from the trace's coverage) and ``flow.predict_batch`` (from one batch's lookups) both call
+    this."""
     dram = ssd_bw = tt = 0.0
     reads_ssd = False
     work = []
