@@ -150,6 +150,24 @@ class TTCoreParams:
     def shift_bits(self) -> int:
         return self.acc_bits.bit_length()
 
+    @property
+    def load_layout(self) -> data.StructLayout:
+        """One load-port transfer: a core element (core, a, i, j, b) or a stage shift."""
+        tt = self.tt
+        return data.StructLayout({
+            "core": 2,
+            "i": unsigned(_bits(max(tt.p_shapes))),
+            "a": unsigned(_bits(max(tt.full_ranks))),
+            "j": unsigned(_bits(max(tt.q_shapes))),
+            "b": unsigned(_bits(max(tt.full_ranks))),
+            "data": signed(max(self.numerics.tt_core_bits, self.shift_bits + 1)),
+        })
+
+    @property
+    def load_transfers(self) -> int:
+        """Load-port transfers of one table's cores and its two stage shifts."""
+        return self.tt.params + 2
+
     def reference(self, qt, indices=()):
         """A :class:`TTReference` model of this array holding ``qt``; rows of ``indices`` are
         rebuilt in one batch up front."""
@@ -275,18 +293,9 @@ class TTCore(wiring.Component):
         if not isinstance(params, TTCoreParams):
             raise TypeError(f"TTCore parameters must be a TTCoreParams, not {params!r}")
         self._p = p = params
-        tt = p.tt
-        b = p.numerics.tt_core_bits
         self.lookup_layout = data.StructLayout({
             "index": unsigned(p.index_bits), "last": 1, "empty": 1})
-        self.load_layout = data.StructLayout({
-            "core": 2,
-            "i": unsigned(_bits(max(tt.p_shapes))),
-            "a": unsigned(_bits(max(tt.full_ranks))),
-            "j": unsigned(_bits(max(tt.q_shapes))),
-            "b": unsigned(_bits(max(tt.full_ranks))),
-            "data": signed(max(b, p.shift_bits + 1)),
-        })
+        self.load_layout = p.load_layout
         self.out_layout = data.StructLayout({
             "data": data.ArrayLayout(signed(p.out_bits), p.beat), "last": 1})
         self.counter_layout = data.StructLayout({

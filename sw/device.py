@@ -26,7 +26,7 @@ from .bits import lane_words, pack_columns, pack_fields, unpack_fields
 
 __all__ = ["BOOT_HEADER_FIELDS", "BATCH_HEADER_FIELDS", "LOOKUP_FIELDS", "STATUS_FIELDS",
            "BOOT_END", "BOOT_DESC", "BOOT_BRAM", "BOOT_TT", "BOOT_MLP", "BATCH_MAGIC",
-           "STATUS_MAGIC", "FLAGS", "flag_names", "BatchLayout"]
+           "STATUS_MAGIC", "FLAGS", "flag_names", "BatchLayout", "boot_record_bytes"]
 
 BOOT_END, BOOT_DESC, BOOT_BRAM, BOOT_TT, BOOT_MLP = 0, 1, 2, 3, 4
 BOOT_HEADER_FIELDS = (("target", 8), ("sub", 8), ("reserved", 16), ("count", 32),
@@ -153,6 +153,14 @@ def _beats(words, bits: int, port_bits: int) -> list[int]:
             word |= int(w) << (j * bits)
         out.append(word)
     return out
+
+
+def boot_record_bytes(items: int, item_bits: int, port_bytes: int) -> int:
+    """Bytes of one boot-stream record: its header beat, then ``items`` transfers of
+    ``item_bits`` packed as many to a port beat as fit (what :func:`boot_stream` writes and the
+    planner reserves DRAM for)."""
+    per = port_bytes * 8 // item_bits
+    return (1 + -(-items // per)) * port_bytes
 
 
 def boot_stream(params, descriptors, regions, qmodel, program) -> bytes:

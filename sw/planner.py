@@ -37,7 +37,8 @@ from screc.hw.tt_core import TTCoreParams
 
 from .checks import check_curve, check_number
 from .config import TTConfig
-from .image import row_bytes
+from .device import boot_record_bytes
+from .image import DESCRIPTOR_BYTES, row_bytes
 
 __all__ = ["CoreCosts", "load_core_costs", "device_glue", "resource_generator_hash",
            "TableInput", "PlanError",
@@ -152,6 +153,8 @@ class TTOption(NamedTuple):
     replicas: int = 1
     lanes: int = 0
     usage: tuple = (0, 0, 0)
+    boot_bytes: float = 0.0
+    """DRAM the cores take in the boot stream (one copy per replica)."""
 
     @property
     def effective_cycles(self) -> float:
@@ -331,18 +334,26 @@ def build_instance(cfg, stats, batch: int, costs=None, max_cores: int = 16,
                             mlp_params.lanes, cfg.device.gather_port_bytes)
     tiles = -(-batch // mlp_params.lanes)
     mlp_cycles = (program.cycles_per_tile + load) * tiles
+    mlp_boot = sum(boot_record_bytes(n, mlp_params.load_bits, cfg.device.gather_port_bytes)
+                   for n in (len(program.descriptors), len(program.weights),
+                             len(program.biases)))
     return instance_for(cfg.device, cfg.numerics, cfg.model.tables, stats, batch, mlp_cycles,
                         costs, max_cores, tiles=tiles, reserved=mlp_usage(costs, mlp_params),
-                        mlp_shape=tuple(mlp_shape), max_replicas=max_replicas)
+                        mlp_shape=tuple(mlp_shape), max_replicas=max_replicas,
+                        mlp_boot_bytes=mlp_boot)
 
 
 def instance_for(dev, numerics, tables, stats, batch: int, mlp_cycles: float, costs=None,
                  max_cores: int = 16, tiles: int = 1, reserved: dict | None = None,
-                 mlp_shape: tuple = (16, 16), max_replicas: int = MAX_TT_REPLICAS) -> Instance:
+                 mlp_shape: tuple = (16, 16), max_replicas: int = MAX_TT_REPLICAS,
+                 mlp_boot_bytes: int = 0) -> Instance:
     """:func:`build_instance` for any list of :class:`screc.sw.config.TableConfig` (dims may
     differ: the benchmark's Meta-scale model is not a dot-interaction DLRM). ``reserved``: the
     resources the MLP core takes (default: the resource table's 16 x 16 core); a TT table may
-    get up to ``max_replicas`` arrays of lanes following its rank."""
+    get up to ``max_replicas`` arrays of lanes following its rank. DRAM also holds the boot
+    stream (:func:`screc.sw.device.boot_stream`): its fixed part (descriptors, the MLP
+    program of ``mlp_boot_bytes``, record headers) comes off the DRAM capacity here, and the
+    parts a plan chooses (TT cores per replica, the on-chip rows' copy) are costed per table."""
     check_number(PlanError, "instance_for", "batch", batch, lo=1, integer=True)
     check_number(PlanError, "instance_for", "max_cores", max_cores, lo=1, integer=True)
     check_number(PlanError, "instance_for", "max_replicas", max_replicas, lo=1, integer=True)
@@ -363,19 +374,31 @@ def instance_for(dev, numerics, tables, stats, batch: int, mlp_cycles: float, co
             for rank in tcfg.tt_rank_options or (max(tcfg.tt.ranks),):
                 tt = _tt_with_rank(tcfg.tt, rank)
                 lanes = tt_lanes_for_rank(rank, dev.tt_lanes)
-                cpl = TTCoreParams(tt, tcfg.rows, lanes, n).cycles_per_lookup
+                ttp = TTCoreParams(tt, tcfg.rows, lanes, n)
+                cpl = ttp.cycles_per_lookup
+                boot = boot_record_bytes(ttp.load_transfers, ttp.load_layout.size,
+                                         dev.gather_port_bytes)
                 use = tt_array_usage(costs, lanes)
                 if min_array is None or use["luts"] < min_array["luts"]:
                     min_array = use
                 core_bytes = tt.params * n.tt_core_bits // 8
                 options += [TTOption(rank, core_bytes * k, cpl, k, lanes,
-                                     tuple(use[r] for r in RESOURCES))
+                                     tuple(use[r] for r in RESOURCES), boot * k)
                             for k in range(1, max_replicas + 1)]
         inputs.append(TableInput(tcfg.name, tcfg.rows, rb, st.pooling * batch, st.ks,
                                  st.coverage, tuple(options), tcfg.placement != "tt",
                                  -(-rb // dev.gather_port_bytes) * dev.gather_port_bytes))
         dram_bpa[tcfg.name] = -(-rb // dram.access_bytes) * dram.access_bytes
         gather_cpr[tcfg.name] = -(-rb // dev.gather_port_bytes)
+    port = dev.gather_port_bytes
+    boot_fixed = (mlp_boot_bytes + boot_record_bytes(len(tables), DESCRIPTOR_BYTES * 8, port)
+                  + port * (1 + max_cores)  # END, and a header per gather core's on-chip rows
+                  + 64)  # the stream's alignment after the dense rows
+    capacity = {t.name: t.capacity_bytes for t in dev.tiers}
+    if boot_fixed > capacity["dram"]:
+        raise PlanError(f"tier dram: the boot stream's fixed part needs {boot_fixed} bytes, "
+                        f"more than its capacity {capacity['dram']}")
+    capacity["dram"] -= boot_fixed
     fpga = dev.fpga
     onchip_kbits = fpga.bram_kbits + fpga.uram_kbits - dev.tier("bram").capacity_bytes * 8 // 1024
     total = {"luts": fpga.luts, "dsps": fpga.dsps, "bram_kbits": onchip_kbits}
@@ -406,7 +429,7 @@ def instance_for(dev, numerics, tables, stats, batch: int, mlp_cycles: float, co
             for k in RESOURCES if need[k] > budget[k]))
     return Instance(
         tables=tuple(inputs), mixes=tuple(mixes),
-        capacity={t.name: t.capacity_bytes for t in dev.tiers},
+        capacity=capacity,
         dram_bytes_per_access=dram_bpa,
         dram_bytes_per_cycle=dram.bytes_per_cycle(dev.clock_mhz),
         ssd_bytes_per_access=ssd.access_bytes,
@@ -505,6 +528,7 @@ def evaluate(inst: Instance, choice, mix):
         if c[0] == "tt":
             opt = tab.tt_options[c[1]]
             use["bram"] += opt.core_bytes
+            use["dram"] += opt.boot_bytes
             loads.append(TableLoad(tt=tab.lookups, tt_cycles=opt.effective_cycles))
             n_tt += opt.replicas
             continue
@@ -516,7 +540,8 @@ def evaluate(inst: Instance, choice, mix):
             return None
         n_dense += 1
         use["bram"] += k1 * tab.onchip_bytes
-        use["dram"] += (k2 - k1) * tab.row_bytes
+        # the warm rows, and the hot rows' copy in the boot stream that loads the on-chip tier
+        use["dram"] += (k2 - k1) * tab.row_bytes + k1 * tab.onchip_bytes
         use["ssd"] += (tab.rows - k2) * tab.row_bytes
         loads.append(TableLoad(bram=tab.lookups * tab.cov[a],
                                dram=tab.lookups * (tab.cov[b] - tab.cov[a]),
@@ -574,7 +599,9 @@ def greedy(inst: Instance):
         if k1[t] == j - 1 and onchip <= free:
             k1[t], free = j, free - onchip
     k2 = list(k1)
-    free = inst.capacity["dram"]
+    free = (inst.capacity["dram"] - sum(inst.tables[t].tt_options[i].boot_bytes
+                                        for t, i in pinned.items())
+            - sum(tab.ks[k] * tab.onchip_bytes for tab, k in zip(inst.tables, k1)))
     for _, t, j, nbytes in segments:
         if k2[t] == j - 1 and j > k1[t] and nbytes <= free:
             k2[t], free = j, free - nbytes
@@ -710,7 +737,7 @@ def _model(inst: Instance, slack: bool = False):
             c2 = pulp.lpSum(tab.cov[b] * z2[b] for b in range(n))
             prob += k1 <= k2
             use["bram"].append(tab.onchip_bytes * k1)
-            use["dram"].append(tab.row_bytes * (k2 - k1))
+            use["dram"].append(tab.row_bytes * (k2 - k1) + tab.onchip_bytes * k1)
             use["ssd"].append(tab.row_bytes * (tab.rows * d - k2))
             dram_t.append(tab.lookups * inst.dram_bytes_per_access[tab.name]
                           / inst.dram_bytes_per_cycle * (c2 - c1))
@@ -727,6 +754,7 @@ def _model(inst: Instance, slack: bool = False):
         prob += pulp.lpSum(ys) + d == 1
         for i, opt in enumerate(tab.tt_options):
             use["bram"].append(opt.core_bytes * ys[i])
+            use["dram"].append(opt.boot_bytes * ys[i])
             prob += T >= tab.lookups * opt.effective_cycles * ys[i]
             n_tt.append(opt.replicas * ys[i])
             for k, v in zip(RESOURCES, opt.usage):

@@ -357,6 +357,30 @@ def test_plan_remap_and_image_round_trip(demo_config, tmp_path):
         assert image.tier_of(t, int(perm[hot])) == "bram" or c[1] == 0
 
 
+def test_a_plan_on_small_tiers_leaves_dram_for_the_boot_stream():
+    """The tiered config's 1 MiB DRAM holds warm rows *and* the boot stream (descriptors, the
+    on-chip rows' copy, TT cores per array, the MLP program): the plan's DRAM use plus the
+    fixed part it reserved covers the image's DRAM region, to within the record headers of
+    gather cores the plan does not use and the alignment."""
+    from pathlib import Path
+
+    from screc.sw.config import load_config
+    from screc.sw.flow import plan_config
+    from screc.sw.model import generate_batch, init_params, quantize_dlrm
+
+    cfg = load_config(Path(__file__).parent.parent / "configs" / "tiered.toml")
+    doc, analysed = plan_config(cfg, log=lambda *a: None)
+    assert any(t["predicted"]["ssd_lookups"] > 1 for t in doc["tables"]
+               if t["placement"] == "dense")
+    qmodel = quantize_dlrm(init_params(cfg.model), cfg.numerics, generate_batch(cfg.model, 64, 1))
+    image = read_image(device_image(cfg, doc, [c for _, c in analysed], qmodel)[0])
+    dram = cfg.device.tier("dram").capacity_bytes
+    reserved = dram - doc["capacity_bytes"]["dram"]
+    held = len(image.regions["dram"])
+    assert held <= dram
+    assert 0 <= doc["usage_bytes"]["dram"] + reserved - held <= 17 * 64 + 64
+
+
 def test_a_meta_scale_plan_at_a_gap_costs_what_evaluate_says(demo_config):
     """Stopped at a 1% gap, the returned objective is still the model's cost of the returned
     plan, equal to ``evaluate`` (the benchmark checks the 856-table instance the same way)."""
