@@ -475,11 +475,12 @@ def stage_cycles(inst: Instance, loads, gather_cores: int, core_of=None,
     (:attr:`Instance.ssd_cycles_per_access`), and at least one latency when any table reads it
     (more than ``SSD_EPS`` lookups); gather: each core's rows x port beats per row — with
     ``core_of`` (the device's table-to-core dealing) the busiest core — a core whose tables
-    read the SSD at least its rows x ``ssd_blocking_cycles`` — without it the MIP's two
-    lower bounds (the work spread evenly, and the largest table, a table being served by one
-    core); TT: the busiest array (one per table); router: ``records`` (default the
-    instance's); collector: the instance's pooled-bag beats; MLP: the instance's. ``evaluate``
-    (from the trace's coverage) and ``flow.predict_batch`` (from one batch's lookups) both call
+    read the SSD at least its rows x ``ssd_blocking_cycles`` — without it the MIP's lower
+    bounds (the work spread evenly, and the largest table, a table being served by one core;
+    when the batch reads the SSD, the same two for the blocking); TT: the busiest array (one
+    per table); router: ``records`` (default the instance's); collector: the instance's
+    pooled-bag beats; MLP: the instance's. ``evaluate`` (from the trace's coverage) and
+    ``flow.predict_batch`` (from one batch's lookups) both call
     this."""
     dram = ssd_bw = tt = 0.0
     reads_ssd = False
@@ -504,11 +505,12 @@ def stage_cycles(inst: Instance, loads, gather_cores: int, core_of=None,
         gather = max(max(w, b if r else 0.0)
                      for w, b, r in zip(per_core, rows_blocked, core_reads))
     elif gather_cores:
-        # the MIP's bounds: the work spread evenly, the largest table (one core serves it).
-        # The reorder buffer's blocking is left out here and so in the MIP: it is the product
-        # of the SSD indicator and every dense table's share, and linearised it left a
-        # 120-table instance at a 16% gap after 30 s
-        gather = max(sum(work) / gather_cores, max(work))
+        # the MIP's bounds: the work spread evenly and the largest table (one core serves it),
+        # and the same two for the reorder buffers' blocking when the batch reads the SSD
+        if not reads_ssd:
+            blocked = [0.0] * len(blocked)
+        gather = max(sum(work) / gather_cores, max(work), sum(blocked) / gather_cores,
+                     max(blocked))
     else:
         gather = 0.0
     return {"dram": dram,
@@ -728,15 +730,21 @@ def choice_from_dict(inst: Instance, plan: dict):
     return tuple(choice), mix
 
 
-def _model(inst: Instance, slack: bool = False):
+def _model(inst: Instance, slack: bool = False, ssd: bool | None = None):
     """The MIP of ``docs/planner.md``, constraint by constraint. ``slack``: capacities may be
-    exceeded at a cost (to name the tier that is short when the plain model is infeasible)."""
+    exceeded at a cost (to name the tier that is short when the plain model is infeasible).
+    ``ssd``: the branch of the SSD indicator — False: no table reads the SSD; True: at least
+    one does, and every gathered row pays the reorder buffer's blocking
+    (``ssd_blocking_cycles``), a linear term once the indicator is fixed; None: the indicator
+    free and no blocking (when ``ssd_blocking_cycles`` is 0, or to diagnose)."""
     prob = pulp.LpProblem("screc_shard_map", pulp.LpMinimize)
     T = prob.add_variable("T", lowBound=0)
     ssd_time = prob.add_variable("ssd_time", lowBound=0)
     uses_ssd = prob.add_variable("uses_ssd", cat="Binary")
+    if ssd is not None:  # the branch fixes the indicator (bounds, so the cost polish sees it)
+        uses_ssd.lowBound = uses_ssd.upBound = int(ssd)
     x, y = {}, {}
-    gather_w, dram_t, ssd_t, n_tt = [], [], [], []
+    gather_w, blocked_w, all_reading, dram_t, ssd_t, n_tt = [], [], [], [], [], []
     fabric = {k: [] for k in RESOURCES}
     use = {tier: [] for tier in TIERS}
     n_dense = []
@@ -765,9 +773,14 @@ def _model(inst: Instance, slack: bool = False):
             reading = [z2[b] for b in range(n) if tab.lookups * (1 - tab.cov[b]) > SSD_EPS]
             if reading:
                 prob += uses_ssd >= pulp.lpSum(reading), f"reads_ssd_{t}"
+                all_reading.extend(reading)
             work = tab.lookups * inst.gather_cycles_per_row[tab.name]
             gather_w.append(work * d)
             prob += T >= work * d, f"gather_table_{t}"  # a table is served by one core
+            if ssd:
+                blocked = tab.lookups * inst.ssd_blocking_cycles
+                blocked_w.append(blocked * d)
+                prob += T >= blocked * d, f"gather_blocked_table_{t}"
             n_dense.append(d)
             x[t] = (d, z1, z2)
         prob += pulp.lpSum(ys) + d == 1
@@ -801,9 +814,15 @@ def _model(inst: Instance, slack: bool = False):
             prob += (pulp.lpSum(fabric[k]) + pulp.lpSum(
                 ng * inst.gather_usage[k] * mv for mv, (ng, _) in zip(m, inst.mixes))
                 <= inst.budget[k]), f"fpga_{k}"
+    if ssd:  # no table able to read the SSD: this branch has no plan
+        prob += (pulp.lpSum(all_reading) >= 1 if all_reading else uses_ssd <= 0,
+                 "some_table_reads_ssd")
+    big_b = sum(tab.lookups for tab in inst.tables) * inst.ssd_blocking_cycles
     for mv, (ng, nt) in zip(m, inst.mixes):
         if ng:
             prob += T >= pulp.lpSum(gather_w) * (1.0 / ng) - big_g * (1 - mv)
+            if blocked_w:
+                prob += T >= pulp.lpSum(blocked_w) * (1.0 / ng) - big_b * (1 - mv)
         else:
             prob += pulp.lpSum(n_dense) <= n_tables * (1 - mv)
     if slack:
@@ -917,19 +936,36 @@ def solve(inst: Instance, time_limit: float = 60.0, gap: float = 0.005, msg=Fals
         raise PlanError(f"solve: inst is a {type(inst).__name__}, not an Instance")
     check_number(PlanError, "solve", "time_limit", time_limit, lo=0, lo_open=True)
     check_number(PlanError, "solve", "gap", gap, lo=0, hi=1)
-    prob, T, x, y, m, _ = _model(inst)
-    name, solver = _solver(time_limit, gap, msg)
-    t0 = time.perf_counter()
-    prob.solve(solver)
-    solve_s = time.perf_counter() - t0
+    # The reorder buffers' blocking applies when the batch reads the SSD at all: one MIP per
+    # value of that indicator keeps both linear; the better plan wins (no SSD on a tie).
+    branches = (False, True) if inst.ssd_blocking_cycles else (None,)
+    plans, timed_out = [], None
+    for ssd in branches:
+        prob, T, x, y, m, _ = _model(inst, ssd=ssd)
+        name, solver = _solver(time_limit, gap, msg)
+        t0 = time.perf_counter()
+        prob.solve(solver)
+        solve_s = time.perf_counter() - t0
+        if prob.sol_status in (pulp.LpSolutionOptimal, pulp.LpSolutionIntegerFeasible):
+            plans.append(_plan_of(inst, prob, x, y, m, name, solve_s, time_limit, gap))
+        elif prob.sol_status == pulp.LpSolutionNoSolutionFound:
+            timed_out = pulp.LpStatus[prob.status]
+    if not plans:
+        if timed_out:
+            raise PlanError(f"no shard map found within the time limit of {time_limit} s "
+                            f"({len(inst.tables)} tables, solver status {timed_out}): raise "
+                            "the limit")
+        raise PlanError(f"no feasible shard map: {_diagnose(inst, time_limit)}")
+    best = min(plans, key=lambda p: p.solver["objective"])
+    best.solver["ssd_branches"] = len(branches)
+    return best
+
+
+def _plan_of(inst, prob, x, y, m, name, solve_s, time_limit, gap) -> ShardPlan:
+    """The :class:`ShardPlan` of a solved model: its binaries read back, costed by
+    :func:`evaluate` and by the model (:func:`_cost_at_choice`)."""
     status = pulp.LpStatus[prob.status]
     sol_status = pulp.constants.LpSolution.get(prob.sol_status, str(prob.sol_status))
-    if prob.sol_status not in (pulp.LpSolutionOptimal, pulp.LpSolutionIntegerFeasible):
-        if prob.sol_status == pulp.LpSolutionNoSolutionFound:
-            raise PlanError(f"no shard map found within the time limit of {time_limit} s "
-                            f"({len(inst.tables)} tables, solver status {status}): raise the "
-                            "limit")
-        raise PlanError(f"no feasible shard map: {_diagnose(inst, time_limit)}")
     gap_value = 0.0
     if name == "HiGHS":
         info = prob.solverModel.getInfo()

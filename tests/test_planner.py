@@ -93,7 +93,8 @@ def _hard_instance(seed):
         float(rng.integers(0, 3000)), 256, 250.0,
         ssd_latency_cycles=float(rng.choice([0.0, rng.uniform(500, 20000)])),
         router_cycles=float(rng.uniform(0, 1) * sum(t.lookups for t in tables)),
-        ssd_read_slot_cycles=float(rng.choice([0.0, rng.uniform(100, 1000)])))
+        ssd_read_slot_cycles=float(rng.choice([0.0, rng.uniform(100, 1000)])),
+        ssd_blocking_cycles=float(rng.choice([0.0, rng.uniform(1, 200)])))
 
 
 def test_mip_equals_exhaustive_enumeration_on_hard_random_instances():
