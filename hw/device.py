@@ -19,6 +19,7 @@ from screc.sw.image import DESCRIPTOR_BYTES, row_bytes
 
 from .boot import BootParser
 from .collector import Collector, collector_beat
+from .counters import COUNTER_BITS
 from .gather import GatherParams
 from .mlp import MLPParams
 from .ports import BurstReader, ReadArbiter, req_layout, resp_layout
@@ -30,7 +31,6 @@ __all__ = ["DeviceParams", "Device", "TableRoute", "OP_BOOT", "OP_RUN", "plan_ml
            "collector_beat", "tile_load_cycles"]
 
 OP_BOOT, OP_RUN = 1, 2
-COUNTER_BITS = 48
 
 
 def plan_mlp_shape(plan: dict) -> tuple:

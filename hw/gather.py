@@ -13,13 +13,13 @@ from screc.sw.image import (
 )
 from screc.sw.numerics import NumericsConfig, signed_bits_for
 
+from .counters import COUNTER_BITS
 from .ram import SDPRam
 
 __all__ = ["GatherParams", "GatherUnit", "GatherReference", "TIERS", "descriptor_layout",
            "descriptor_valid"]
 
 TIERS = ("bram", "dram", "ssd")
-COUNTER_BITS = 48
 
 
 def descriptor_layout() -> data.StructLayout:

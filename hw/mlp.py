@@ -9,6 +9,7 @@ from screc.sw.numerics import NumericsConfig, Requant, dot_acc_bits
 
 from .packed_mul import (PackedMulParams, packed_high_carry, packed_high_floor,
                          packed_low_biased, packed_operand, packed_wide)
+from .counters import COUNTER_BITS
 from .ram import SDPRam
 from .requant import requant_value
 
@@ -27,7 +28,6 @@ n_out``, weights from word ``w_base`` (``tiles`` x ``k`` words of R weights), bi
 ``tiles`` x R elements at ``in_base`` (feature-block aligned) give ``k(k-1)/2`` pairwise dots,
 requantised by ``shift`` to ``out_base + pair``. ``COPY``: ``k`` features from ``in_base`` to
 ``out_base``."""
-COUNTER_BITS = 48
 DRAIN_GAP = 4
 DOT_PHASES = 2
 """Issue cycles of each DOT step: the lanes share the packed multipliers in pairs, and a DOT's

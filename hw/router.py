@@ -7,9 +7,9 @@ from amaranth.lib import data, fifo
 from screc.sw.device import FLAGS, LOOKUP_FIELDS
 from screc.sw.image import DESCRIPTOR_FIELDS, DESCRIPTOR_MAGIC, KIND_TT
 
-__all__ = ["LookupRouter", "RouteTable", "route_layout", "tag_layout", "record_layout"]
+from .counters import COUNTER_BITS
 
-COUNTER_BITS = 48
+__all__ = ["LookupRouter", "RouteTable", "route_layout", "tag_layout", "record_layout"]
 
 
 def route_layout() -> data.StructLayout:

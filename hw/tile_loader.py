@@ -7,9 +7,9 @@ from amaranth.lib import data
 
 from screc.sw.device import FLAGS, STATUS_FIELDS
 
-__all__ = ["TileLoader", "tile_load_cycles", "status_layout"]
+from .counters import COUNTER_BITS
 
-COUNTER_BITS = 48
+__all__ = ["TileLoader", "tile_load_cycles", "status_layout"]
 
 
 def status_layout() -> data.StructLayout:

@@ -9,6 +9,7 @@ from amaranth.lib.wiring import In, Out
 from screc.sw.config import TTConfig
 from screc.sw.numerics import NumericsConfig, Requant, dot_acc_bits, signed_bits_for
 
+from .counters import COUNTER_BITS
 from .ram import SDPRam
 from .requant import requant_value
 
@@ -22,7 +23,6 @@ CONFIG_SHIFT2 = 1
 DRAIN_CYCLES = 3
 """Cycles between the last stage-1 issue and the first stage-2 issue of a row: the read,
 multiply and accumulate registers must empty into the stage-1 product banks first."""
-COUNTER_BITS = 48
 
 
 def reciprocal(divisor: int, width: int) -> tuple[int, int]:
