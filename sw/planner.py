@@ -939,8 +939,11 @@ def solve(inst: Instance, time_limit: float = 60.0, gap: float = 0.005, msg=Fals
     # The reorder buffers' blocking applies when the batch reads the SSD at all: one MIP per
     # value of that indicator keeps both linear; the better plan wins (no SSD on a tie).
     branches = (False, True) if inst.ssd_blocking_cycles else (None,)
-    plans, timed_out = [], None
+    plans, timed_out, solved = [], None, 0
     for ssd in branches:
+        if ssd and plans and plans[0].solver["objective"] <= _ssd_branch_floor(inst):
+            break  # a plan that reads the SSD cannot be faster than the one without
+        solved += 1
         prob, T, x, y, m, _ = _model(inst, ssd=ssd)
         name, solver = _solver(time_limit, gap, msg)
         t0 = time.perf_counter()
@@ -957,8 +960,19 @@ def solve(inst: Instance, time_limit: float = 60.0, gap: float = 0.005, msg=Fals
                             "the limit")
         raise PlanError(f"no feasible shard map: {_diagnose(inst, time_limit)}")
     best = min(plans, key=lambda p: p.solver["objective"])
-    best.solver["ssd_branches"] = len(branches)
+    best.solver["ssd_branches"] = solved
     return best
+
+
+def _ssd_branch_floor(inst: Instance) -> float:
+    """A lower bound on the batch time of any plan that reads the SSD: one SSD latency, the
+    stages no plan changes, and the reorder-buffer blocking of the tables that can only be
+    gathered, spread over the most gather cores any mix has."""
+    cores = max((ng for ng, _ in inst.mixes), default=0)
+    dense_only = sum(t.lookups for t in inst.tables if not t.tt_options)
+    blocked = dense_only * inst.ssd_blocking_cycles / cores if cores else 0.0
+    return max(inst.ssd_latency_cycles, inst.mlp_cycles, inst.router_cycles,
+               inst.collector_cycles, blocked)
 
 
 def _plan_of(inst, prob, x, y, m, name, solve_s, time_limit, gap) -> ShardPlan:
