@@ -39,11 +39,11 @@ def generators_for(cfg) -> dict:
         "mlp": [("mlp", lambda: MLPParams.for_config(cfg).create())],
         "packed_mul": [("packed_mul", lambda: PackedMulParams(
             cfg.numerics.act_bits, cfg.numerics.weight_bits).create())],
-        "device_top": [("device", lambda: planned_device(cfg).create())],
+        "device_top": [("device", lambda: _planned_device(cfg).create())],
     }
 
 
-def planned_device(cfg):
+def _planned_device(cfg):
     """The device the planner chooses for the config's own synthetic workload."""
     from screc.sw.flow import plan_config
 

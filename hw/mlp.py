@@ -8,7 +8,8 @@ from amaranth.lib.wiring import In, Out
 from screc.sw.numerics import NumericsConfig, Requant, dot_acc_bits
 
 from .packed_mul import (PackedMulParams, packed_high_carry, packed_high_floor,
-                         packed_low_biased, packed_operand, packed_wide)
+                         packed_low_biased, packed_low_correction, packed_operand,
+                         packed_wide)
 from .counters import COUNTER_BITS
 from .ram import SDPRam
 from .requant import requant_value
@@ -674,7 +675,7 @@ class MLPCore(wiring.Component):
                     m.d.comb += [res_row[lane].eq(res[r][lane]) for lane in range(L)]
                     m.d.comb += [bias_odd.eq(bias_words[r]), wsum_row.eq(wsum_res[r])]
         bias_even = Signal(signed(ACC))
-        m.d.comb += bias_even.eq(bias_odd - (wsum_row << (pm.a_bits - 1)))
+        m.d.comb += bias_even.eq(bias_odd - packed_low_correction(wsum_row, pm))
         m.d.comb += [cur[lane].eq(res_row[lane] + (bias_odd if lane % 2 else bias_even))
                      for lane in range(L)]
         # One requantiser per lane serves the drain and the DOT results (an instruction is

@@ -29,7 +29,8 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 __all__ = ["PackedMulParams", "PackedMul", "packed_operand", "packed_wide", "packed_low_biased",
-           "packed_high_floor", "packed_high_carry", "DSP_A_BITS", "DSP_B_BITS"]
+           "packed_low_correction", "packed_high_floor", "packed_high_carry", "DSP_A_BITS",
+           "DSP_B_BITS"]
 
 DSP_A_BITS = 27
 """Width of the DSP48E2 multiplier's packed (A/pre-adder) input."""
@@ -132,6 +133,12 @@ def packed_low_biased(wide, params: PackedMulParams):
     return wide[:params.offset].as_signed()
 
 
+def packed_low_correction(w, params: PackedMulParams):
+    """``low_bias * w``: what :func:`packed_low_biased` exceeds ``a0 * w`` by (for a sum of low
+    products, the same of the sum of their ``w``)."""
+    return w << (params.a_bits - 1)
+
+
 def packed_high_floor(wide, params: PackedMulParams):
     """``a1 * w - [low product < 0]``: the wide product shifted down, before the sign
     correction."""
@@ -188,6 +195,6 @@ class PackedMul(wiring.Component):
         with m.If(advance):
             m.d.sync += w2.eq(w)
         m.d.comb += [
-            self.o.payload.p0.eq(packed_low_biased(wide, p) - (w2 << (p.a_bits - 1))),
+            self.o.payload.p0.eq(packed_low_biased(wide, p) - packed_low_correction(w2, p)),
             self.o.payload.p1.eq(packed_high_floor(wide, p) + packed_high_carry(wide, p))]
         return m

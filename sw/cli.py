@@ -196,7 +196,7 @@ def cmd_plan(args) -> int:
 
 
 def cmd_synth(args) -> int:
-    from screc.hw.generators import generators_for, planned_device
+    from screc.hw.generators import generators_for
     from screc.hw.synth import synth_core
 
     cfg = load_config(args.config)
@@ -214,14 +214,15 @@ def cmd_synth(args) -> int:
                 # one device report per config: make synth runs demo and criteo_kaggle
                 whole = stem == "device_top"
                 where = out / (f"device_{cfg.model.name}" if whole else name)
+                core = build()
                 # the device's composition lets the resource table fit the top's own logic
-                device = planned_device(cfg) if whole else None
-                reports.append(synth_core(name, device.create() if whole else build(), where,
-                                          budget, fmax=not args.no_fmax and not whole,
+                reports.append(synth_core(name, core, where, budget,
+                                          fmax=not args.no_fmax and not whole,
                                           fmax_component=small,
                                           fmax_note=small and SMALL_BRAM_NOTE,
                                           no_fmax_reason=whole and DEVICE_FMAX_NOTE,
-                                          extra=whole and {"composition": device.composition}))
+                                          extra=whole and {"composition":
+                                                           core.params.composition}))
         _print_synth_table(reports, budget)
     else:
         key, _, values = args.sweep.partition("=")

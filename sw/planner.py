@@ -480,8 +480,7 @@ def stage_cycles(inst: Instance, loads, gather_cores: int, core_of=None,
     when the batch reads the SSD, the same two for the blocking); TT: the busiest array (one
     per table); router: ``records`` (default the instance's); collector: the instance's
     pooled-bag beats; MLP: the instance's. ``evaluate`` (from the trace's coverage) and
-    ``flow.predict_batch`` (from one batch's lookups) both call
-    this."""
+    ``flow.predict_batch`` (from one batch's lookups) both call this."""
     dram = ssd_bw = tt = 0.0
     reads_ssd = False
     work, blocked, reading = [], [], []
