@@ -7,6 +7,7 @@ from amaranth.lib.wiring import In, Out
 
 from screc.sw.image import (
     DESCRIPTOR_FIELDS,
+    decode_row,
     DESCRIPTOR_MAGIC,
     KIND_DENSE,
     row_bytes,
@@ -115,14 +116,18 @@ def descriptor_valid(d: dict, p: GatherParams) -> bool:
 
 
 class GatherReference:
-    """Transaction-level model: :meth:`push` one lookup ``(table, index, last, empty)``, get the
-    bags it closes as ``(vector, error)``; ``fetched`` counts the rows read per tier. A bag
-    with an index outside its table, a table
+    """Transaction-level model: :meth:`push` one lookup ``(table, index, last, empty[,
+    staged])``, get the bags it closes as ``(vector, error)``; ``fetched`` counts the rows read
+    per tier (staged rows as ``dram``, also counted in ``staged``). ``stage``: the DRAM staging
+    buffer's contents (what the host's look-ahead copied there), for staged lookups. A bag
+    with an index outside its table (or a staged offset outside the buffer), a table
     without a valid descriptor, or more than ``max_bag`` rows comes out as zeros with
     ``error`` set; an empty bag as zeros."""
 
-    def __init__(self, params: GatherParams, image, descriptors):
-        self.params, self.image = params, image
+    def __init__(self, params: GatherParams, image, descriptors, stage: bytes = b""):
+        self.params, self.image, self.stage = params, image, stage
+        self.descriptors = list(descriptors)
+        self.staged = 0
         self.valid = [descriptor_valid(d, params) for d in descriptors]
         self.rows = [d["rows"] for d in descriptors]
         self.errors = 0
@@ -131,15 +136,26 @@ class GatherReference:
         self._bad = False
         self._n = 0
 
-    def push(self, table: int, index: int, last: bool, empty: bool) -> list:
+    def push(self, table: int, index: int, last: bool, empty: bool,
+             staged: bool = False) -> list:
         p = self.params
         if not empty:
             ok = (table < len(self.valid) and table < p.tables and self.valid[table]
-                  and index < self.rows[table] and self._n < p.max_bag)
+                  and self._n < p.max_bag)
+            if ok and staged:
+                ok = index + p.row_bytes <= self.descriptors[table]["stage_bytes"]
+            elif ok:
+                ok = index < self.rows[table]
             if ok and not self._bad:
-                self._acc = self._acc + self.image.row(table, index, p.numerics.emb_bits)
+                if staged:
+                    self._acc = self._acc + decode_row(
+                        self.stage[index:index + p.row_bytes], p.dim, p.numerics.emb_bits)
+                    self.fetched["dram"] += 1
+                    self.staged += 1
+                else:
+                    self._acc = self._acc + self.image.row(table, index, p.numerics.emb_bits)
+                    self.fetched[self.image.tier_of(table, index)] += 1
                 self._n += 1
-                self.fetched[self.image.tier_of(table, index)] += 1
             self._bad |= not ok
         if not last:
             return []
@@ -161,7 +177,9 @@ class GatherUnit(wiring.Component):
     row size, thresholds, BRAM bounds); ``bram_load`` fills the on-chip tier (one port-wide
     word per transfer). Each ``lookup`` ``(table, index, last, empty)`` resolves its tier by the
     descriptor's thresholds (the host has renumbered rows hottest-first): index < thr_bram reads
-    the on-chip tier, < thr_dram the ``dram`` port, else the ``ssd`` port. Requests carry a byte
+    the on-chip tier, < thr_dram the ``dram`` port, else the ``ssd`` port. A ``staged`` lookup
+    reads the ``dram`` port at ``base_stage + index``: the host copied its SSD page into the
+    staging buffer ahead of the batch (``sw/lookahead.py``). Requests carry a byte
     address and length; responses return in order per port. Up to ``outstanding`` rows are in
     flight in a reorder buffer with one data bank per tier; rows are pooled strictly in lookup
     order, so ``out`` gives one vector per bag in input order (``last`` on its final beat).
@@ -183,13 +201,15 @@ class GatherUnit(wiring.Component):
         self.bram_load_layout = data.StructLayout({
             "addr": unsigned(max(1, (p.bram_words - 1).bit_length())), "data": unsigned(w)})
         self.lookup_layout = data.StructLayout({
-            "table": unsigned(16), "index": unsigned(p.index_bits), "last": 1, "empty": 1})
+            "table": unsigned(16), "index": unsigned(p.index_bits), "last": 1, "empty": 1,
+            "staged": 1})
         self.req_layout = data.StructLayout({"addr": unsigned(p.addr_bits), "len": unsigned(16)})
         self.resp_layout = data.StructLayout({"data": unsigned(w), "last": 1})
         self.out_layout = data.StructLayout({
             "data": data.ArrayLayout(signed(p.out_bits), p.beat), "last": 1, "error": 1})
         counters = {"cycles": COUNTER_BITS, "lookups": COUNTER_BITS, "bags": COUNTER_BITS,
-                    "bad_bags": 32, "rob_full": COUNTER_BITS, "resp_protocol": 32}
+                    "bad_bags": 32, "rob_full": COUNTER_BITS, "resp_protocol": 32,
+                    "staged": COUNTER_BITS}
         for tier in TIERS:
             counters.update({f"{tier}_requests": COUNTER_BITS, f"{tier}_bytes": COUNTER_BITS,
                              f"{tier}_stall": COUNTER_BITS})
@@ -222,7 +242,8 @@ class GatherUnit(wiring.Component):
         # Descriptor registers, validated as they are loaded.
         slot = data.StructLayout({
             "valid": 1, "rows": 32, "thr_bram": 32, "thr_dram": 32, "base_bram": 32,
-            "base_dram": p.addr_bits, "base_ssd": p.addr_bits})
+            "base_dram": p.addr_bits, "base_ssd": p.addr_bits, "base_stage": 32,
+            "stage_last": 33})
         descs = [Signal(slot, name=f"desc{t}") for t in range(p.tables)]
         d_in = self.desc.payload.desc
         valid = ((d_in.magic == DESCRIPTOR_MAGIC) & (d_in.kind == KIND_DENSE)
@@ -238,7 +259,9 @@ class GatherUnit(wiring.Component):
                                  descs[t].thr_dram.eq(d_in.thr_dram),
                                  descs[t].base_bram.eq(d_in.base_bram),
                                  descs[t].base_dram.eq(d_in.base_dram),
-                                 descs[t].base_ssd.eq(d_in.base_ssd)]
+                                 descs[t].base_ssd.eq(d_in.base_ssd),
+                                 descs[t].base_stage.eq(d_in.base_stage),
+                                 descs[t].stage_last.eq(d_in.stage_bytes - p.row_bytes)]
 
         # On-chip tier.
         m.submodules.bram = bram = SDPRam(lane_bits=W, depth=p.bram_words)
@@ -264,18 +287,26 @@ class GatherUnit(wiring.Component):
                 with m.Case(t):
                     m.d.comb += sel.eq(descs[t])
         idx = lk.index
-        ok = table_ok & sel.valid & (idx < sel.rows) & (bag_rows < p.max_bag)
+        # a staged row (sw/lookahead.py) is in the DRAM staging buffer at byte offset ``index``
+        # (stage_last: the last offset a whole row fits at; negative when no row does)
+        in_stage = ~sel.stage_last[-1] & (idx <= sel.stage_last[:32])
+        ok = (table_ok & sel.valid & Mux(lk.staged, in_stage, idx < sel.rows)
+              & (bag_rows < p.max_bag))
         row = ~lk.empty & ok & ~bag_bad
         bad = ~lk.empty & ~ok
-        tier = Mux(idx < sel.thr_bram, 0, Mux(idx < sel.thr_dram, 1, 2))
-        addr = Mux(idx < sel.thr_bram, sel.base_bram + idx * B,
-                   Mux(idx < sel.thr_dram, sel.base_dram + (idx - sel.thr_bram) * p.row_bytes,
-                       sel.base_ssd + (idx - sel.thr_dram) * p.row_bytes))
+        tier = Mux(lk.staged, 1, Mux(idx < sel.thr_bram, 0, Mux(idx < sel.thr_dram, 1, 2)))
+        addr = Mux(lk.staged, sel.base_stage + idx,
+                   Mux(idx < sel.thr_bram, sel.base_bram + idx * B,
+                       Mux(idx < sel.thr_dram,
+                           sel.base_dram + (idx - sel.thr_bram) * p.row_bytes,
+                           sel.base_ssd + (idx - sel.thr_dram) * p.row_bytes)))
         m.d.comb += self.lookup.ready.eq(~s1_valid | s1_take)
         with m.If(s1_take):
             m.d.sync += s1_valid.eq(0)
         with m.If(self.lookup.valid & self.lookup.ready):
             m.d.sync += cnt.lookups.eq(cnt.lookups + 1)
+            with m.If(row & lk.staged):
+                m.d.sync += cnt.staged.eq(cnt.staged + 1)
             with m.If(row | lk.last):
                 m.d.sync += [s1_valid.eq(1), s1.row.eq(row), s1.close.eq(lk.last),
                              s1.error.eq(bag_bad | bad), s1.tier.eq(tier), s1.addr.eq(addr)]

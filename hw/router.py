@@ -15,7 +15,7 @@ __all__ = ["LookupRouter", "RouteTable", "route_layout", "tag_layout", "record_l
 def route_layout() -> data.StructLayout:
     """One table's routing register, loaded from its descriptor at boot."""
     return data.StructLayout({"valid": 1, "tt": 1, "core": 8, "replicas": 8, "rows": 32,
-                              "max_bag": 16, "shift": 8})
+                              "max_bag": 16, "shift": 8, "stage_last": 33})
 
 
 def tag_layout(tables: int, lanes: int) -> data.StructLayout:
@@ -60,7 +60,8 @@ class RouteTable(Elaboratable):
                                  r.tt.eq(desc.kind == KIND_TT), r.core.eq(desc.core),
                                  r.replicas.eq(Mux(desc.replicas == 0, 1, desc.replicas)),
                                  r.rows.eq(desc.rows), r.max_bag.eq(desc.max_bag),
-                                 r.shift.eq(desc.emb_shift)]
+                                 r.shift.eq(desc.emb_shift),
+                                 r.stage_last.eq(desc.stage_bytes - desc.row_bytes)]
         bad = Const(0)
         for t, r in enumerate(self.routes):
             ok = Signal(name=f"route_ok{t}")
@@ -158,7 +159,10 @@ class LookupRouter(Elaboratable):
                 with m.Case(t):
                     m.d.comb += [r.eq(self.routes[t]), turn.eq(turns[t])]
         is_row = ~rec.empty
-        bad_idx = is_row & (rec.index >= r.rows)
+        # a staged record's index is a byte offset into the DRAM staging buffer (dense tables
+        # only; stage_last is the last offset a whole row fits at, negative if none does)
+        bad_stage = r.tt | r.stage_last[-1] | (rec.index > r.stage_last[:32])
+        bad_idx = is_row & Mux(rec.staged, bad_stage, rec.index >= r.rows)
         too_long = is_row & ~bad_idx & (bag_rows >= r.max_bag)
         fwd = is_row & ~bad_idx & ~too_long & ~bag_bad & ~bag_long
         send = fwd | rec.last
@@ -190,6 +194,8 @@ class LookupRouter(Elaboratable):
             fields = {"index": Mux(fwd, rec.index, 0), "last": rec.last, "empty": ~fwd}
             if "table" in lk.members:
                 fields["table"] = k_exp
+            if "staged" in lk.members:
+                fields["staged"] = rec.staged & fwd
             m.d.comb += [getattr(payload, k).eq(v) for k, v in fields.items()]
             m.d.comb += [self.lookup_fifos[c].w_en.eq(take & send & (cidx == c)),
                          self.lookup_fifos[c].w_data.eq(payload),

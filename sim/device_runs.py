@@ -15,9 +15,11 @@ from screc.hw.device import OP_BOOT, OP_RUN
 from screc.hw.ports import req_layout, resp_layout
 from screc.hw.ram import RTL_SOURCES
 from screc.sw.device import BatchLayout, batch_bytes, lookup_records, read_results
+from screc.sw.image import KIND_DENSE, read_image
+from screc.sw.lookahead import stage_batch
 
 from . import harness, runner
-from .memory import MEMORY_SOURCES, REGION, _slice, memory_sv, tier_timing
+from .memory import MEMORY_SOURCES, REGION, STAGE_DMA_SOURCE, _slice, memory_sv, tier_timing
 
 __all__ = ["DeviceRun", "run_device", "device_sv"]
 
@@ -63,7 +65,39 @@ def device_sv(params, device, wr_layout) -> str:
       if (screc_mem_dump({region}, addr, nbytes, path) != 0) $fatal(1, "dump %s failed", path);
     end
   end"""
-    return mem + host
+    return mem + host + (_stage_sv(params, device) if params.gather else "")
+
+
+def _stage_sv(params, device) -> str:
+    """The host's staging path: a P2P DMA model (sim/stage_dma.sv) reading the SSD through its
+    own SSD tier model (the device's direct SSD port stays idle for staged rows) into DRAM."""
+    ssd = device.tier("ssd")
+    timing = tier_timing(ssd, device.clock_mhz)
+    mem = {"REGION": REGION["ssd"], "PORT_BYTES": params.port_bytes, "ADDR_BITS": 48,
+           "LEN_BITS": 16, "QUEUE": 4096, **timing}
+    plist = ", ".join(f".{k}({v})" for k, v in mem.items())
+    return f"""
+  logic stage__start = 1'b0;
+  logic stage__done;
+  longint stage__cycles, stage__n_commands, stage__n_bytes;
+  longint stage__n_requests, stage__n_req_bytes, stage__n_charged, stage__n_beats, stage__n_oob;
+  logic stage_req_valid, stage_req_ready, stage_resp_valid, stage_resp_ready, stage_resp_last;
+  logic [47:0] stage_req_addr;
+  logic [15:0] stage_req_len;
+  logic [{params.port_bytes * 8 - 1}:0] stage_resp_data;
+  screc_stage_dma #(.PORT_BYTES({params.port_bytes}), .QUEUE_DEPTH({ssd.queue_depth}),
+                    .DRAM_REGION({REGION["dram"]})) stage_dma (
+    .clk(clk), .rst(rst), .start(stage__start), .done(stage__done), .cycles(stage__cycles),
+    .n_commands(stage__n_commands), .n_bytes(stage__n_bytes),
+    .req_valid(stage_req_valid), .req_ready(stage_req_ready), .req_addr(stage_req_addr),
+    .req_len(stage_req_len), .resp_valid(stage_resp_valid), .resp_ready(stage_resp_ready),
+    .resp_data(stage_resp_data), .resp_last(stage_resp_last));
+  screc_tier_mem #({plist}) stage_mem (
+    .clk(clk), .rst(rst), .req_valid(stage_req_valid), .req_ready(stage_req_ready),
+    .req_addr(stage_req_addr), .req_len(stage_req_len), .resp_valid(stage_resp_valid),
+    .resp_ready(stage_resp_ready), .resp_data(stage_resp_data), .resp_last(stage_resp_last),
+    .extra_delay_max(32'd0), .n_requests(stage__n_requests), .n_bytes(stage__n_req_bytes),
+    .n_charged(stage__n_charged), .n_beats(stage__n_beats), .n_oob(stage__n_oob));"""
 
 
 @dataclass
@@ -117,17 +151,24 @@ def run_device(setup, dense_q, bags, name="device", seed=1, waves=False, progres
     attached = ["dram_req", "dram_resp", "dram_wr"] + (["ssd_req", "ssd_resp"]
                                                        if params.gather else [])
     prepared = harness.prepare(comp, name, key, extra_sv=extra,
-                               extra_sources=(*RTL_SOURCES, *MEMORY_SOURCES),
+                               extra_sources=(*RTL_SOURCES, *MEMORY_SOURCES, STAGE_DMA_SOURCE),
                                attached=tuple(attached))
     d = prepared.build_dir
     image_file = d / "image.bin"
     image_file.write_bytes(setup.image)
-    from screc.sw.image import read_image
-
     img = read_image(setup.image)
-    dram_size = len(img.regions["dram"])
     records = lookup_records(bags, setup.remap)
-    layout = BatchLayout.for_device(params, dram_size + 4096, len(dense_q), len(records))
+    descs = [img.descriptor(t) for t in range(len(img.descriptors))]
+    stage_end = max((desc["base_stage"] + desc["stage_bytes"] for desc in descs
+                     if desc["kind"] == KIND_DENSE), default=0)
+    staged = None
+    stage_file = d / "stage.bin"
+    if stage_end:
+        staged = stage_batch(records, descs, page_bytes=cfg.device.tier("ssd").access_bytes)
+        records = staged.records
+        stage_file.write_bytes(staged.commands.astype("<i8").tobytes())
+    base = max(len(img.regions["dram"]), stage_end) + 4096
+    layout = BatchLayout.for_device(params, base, len(dense_q), len(records))
     batch_file = d / "batch.bin"
     blob = batch_bytes(layout, dense_q, records)
     batch_file.write_bytes(batch_patch(blob, layout) if batch_patch else blob)
@@ -145,12 +186,15 @@ def run_device(setup, dense_q, bags, name="device", seed=1, waves=False, progres
           "run_timeout": timeout_cycles, "resp_bp_pct": resp_bp_pct,
           "extra_delay": mem_extra_delay, "progress_file": str(progress_file),
           "samples": layout.samples, "gather": len(params.gather), "tt": len(params.tt),
-          "ssd": bool(params.gather), "do_boot": boot, "params_pickle": pickle.dumps(params).hex()}
+          "ssd": bool(params.gather), "do_boot": boot, "stage": staged is not None,
+          "stage_timeout": _stage_timeout(staged, cfg.device),
+          "params_pickle": pickle.dumps(params).hex()}
     stop = threading.Event()
     thread = _progress_thread(progress_file, layout.samples, stop) if progress else None
     try:
         result = runner.run(prepared, "screc.sim.tb_device", tb, seed=seed, waves=waves,
                             plusargs=(f"+image={image_file}", f"+batch={batch_file}",
+                                      *([f"+stage={stage_file}"] if staged else []),
                                       f"+batch_addr={layout.base}", f"+dump={dump_file}",
                                       f"+dump_addr={layout.base}",
                                       f"+dump_bytes={layout.end - layout.base}"))
@@ -161,5 +205,18 @@ def run_device(setup, dense_q, bags, name="device", seed=1, waves=False, progres
     memory = dump_file.read_bytes()
     logits, status = read_results(layout, memory)
     rep = result.report
+    if staged is not None:
+        rep["staging"] = {**staged.to_dict(), **rep.get("staging", {})}
     return DeviceRun(logits, status, rep.get("resp", {}), rep, layout, result.build_s,
                      result.run_s, d)
+
+
+def _stage_timeout(staged, device) -> int:
+    """Cycles the staging may take before the bench calls it a hang: every page at a tenth of
+    the SSD's bandwidth, plus latencies."""
+    if staged is None:
+        return 0
+    ssd = device.tier("ssd")
+    per_page = ssd.access_bytes / ssd.bytes_per_cycle(device.clock_mhz)
+    return int(10 * (staged.pages + 1) * per_page + 10 * ssd.latency_cycles(device.clock_mhz)
+               + 10_000)

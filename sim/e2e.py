@@ -188,6 +188,10 @@ def _report(setup, run, expected, exp_flags, exp_bad, mismatches, prep_s) -> dic
     cnt = rep["counters"]
     boot_cnt = rep["boot_counters"]
     cycles = int(run.resp["run"]["cycles"])
+    staging = rep.get("staging")
+    # with the host's staging, the next batch's SSD pages are copied while this one computes:
+    # a batch takes the longer of the two (simulated one after the other here)
+    batch_cycles = max(cycles, staging["cycles"]) if staging else cycles
     samples = run.layout.samples
     clock_hz = cfg.device.clock_mhz * 1e6
     cores = {}
@@ -205,6 +209,7 @@ def _report(setup, run, expected, exp_flags, exp_bad, mismatches, prep_s) -> dic
         cores[f"gather{g}"] = {
             "tables": [r.name for r in p.routes if r.kind == "dense" and r.core == g],
             "rows": c["bram_requests"] + c["dram_requests"] + c["ssd_requests"],
+            "staged_rows": c["staged"],
             "busy_cycles": c["cycles"], "port_util": beats / cycles,
             "rob_full_cycles": c["rob_full"],
             "stall_cycles": {t: c[f"{t}_stall"] for t in ("bram", "dram", "ssd")}}
@@ -236,11 +241,12 @@ def _report(setup, run, expected, exp_flags, exp_bad, mismatches, prep_s) -> dic
         "status": {"flags": run.status["flags"], "flag_names": flag_names(run.status["flags"]),
                    "expected_flags": exp_flags, "bad_bags": run.status["bad_bags"],
                    "expected_bad_bags": exp_bad},
-        "cycles": cycles, "cycles_per_query": cycles / samples,
+        "cycles": batch_cycles, "run_cycles": cycles, "cycles_per_query": batch_cycles / samples,
+        "staging": _staging_report(staging, cfg) if staging else None,
         "boot_cycles": int(run.resp["boot"]["cycles"]),
-        "projected_qps": samples / (cycles / clock_hz), "clock_mhz": cfg.device.clock_mhz,
+        "projected_qps": samples / (batch_cycles / clock_hz), "clock_mhz": cfg.device.clock_mhz,
         "planner": {"predicted_cycles": predicted,
-                    "error_vs_trace_prediction": (predicted - cycles) / cycles,
+                    "error_vs_trace_prediction": (predicted - batch_cycles) / batch_cycles,
                     "bottleneck": setup.plan["predicted"]["bottleneck"],
                     "stages": setup.plan["predicted"]["cycles"],
                     "core_mix": setup.plan["core_mix"]},
@@ -253,6 +259,16 @@ def _report(setup, run, expected, exp_flags, exp_bad, mismatches, prep_s) -> dic
                                       if rep["wall_s"]["boot"] else None),
                 "build_s": run.build_s, "process_s": run.run_s, "prepare_s": prep_s},
     }
+
+
+def _staging_report(staging: dict, cfg) -> dict:
+    """The host's look-ahead for the batch: what it asked for (sw/lookahead.py) and what the
+    simulated SSD served, with the SSD bandwidth it used while staging."""
+    ssd = cfg.device.tier("ssd")
+    limit = ssd.bytes_per_cycle(cfg.device.clock_mhz)
+    return {**staging, "ssd_bandwidth_util": (staging["ssd_bytes_charged"]
+                                              / (limit * staging["cycles"])
+                                              if staging["cycles"] else 0.0)}
 
 
 def plot_report(report: dict, path) -> Path:

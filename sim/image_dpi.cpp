@@ -155,3 +155,40 @@ extern "C" int screc_image_read(int region, long long addr, int nbytes, svBitVec
     }
     return oob;
 }
+
+// The host's staging commands for one batch (sw/lookahead.py): rows of (SSD byte address,
+// DRAM byte address, bytes), little-endian int64, read from a file by the P2P DMA model.
+namespace {
+std::vector<int64_t> g_stage;
+}  // namespace
+
+extern "C" int screc_stage_open(const char* path) {
+    g_stage.clear();
+    std::FILE* f = std::fopen(path, "rb");
+    if (!f) {
+        std::fprintf(stderr, "screc_stage_open: %s: cannot open\n", path);
+        return -1;
+    }
+    int64_t v;
+    while (std::fread(&v, sizeof v, 1, f) == 1) g_stage.push_back(v);
+    std::fclose(f);
+    if (g_stage.size() % 3 != 0) {
+        std::fprintf(stderr, "screc_stage_open: %s: not whole (src, dst, bytes) commands\n", path);
+        g_stage.clear();
+        return -1;
+    }
+    for (size_t i = 0; i < g_stage.size(); i += 3) {
+        if (g_stage[i] < 0 || g_stage[i + 1] < 0 || g_stage[i + 2] <= 0 || g_stage[i + 2] > 65535) {
+            std::fprintf(stderr, "screc_stage_open: %s: command %zu out of range\n", path, i / 3);
+            g_stage.clear();
+            return -1;
+        }
+    }
+    return (int)(g_stage.size() / 3);
+}
+
+extern "C" void screc_stage_command(int i, long long* src, long long* dst, int* nbytes) {
+    *src = g_stage[3 * i];
+    *dst = g_stage[3 * i + 1];
+    *nbytes = (int)g_stage[3 * i + 2];
+}

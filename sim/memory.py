@@ -7,10 +7,11 @@ from pathlib import Path
 
 from amaranth.lib import data
 
-__all__ = ["MEMORY_SOURCES", "tier_timing", "memory_sv"]
+__all__ = ["MEMORY_SOURCES", "STAGE_DMA_SOURCE", "tier_timing", "memory_sv"]
 
 HERE = Path(__file__).resolve().parent
 MEMORY_SOURCES = (HERE / "tier_mem.sv", HERE / "image_dpi.cpp")
+STAGE_DMA_SOURCE = HERE / "stage_dma.sv"
 REGION = {"dram": 1, "ssd": 2}
 
 
@@ -32,9 +33,29 @@ def _slice(layout, field, port):
     return f"{port}[{f.offset + f.width - 1}:{f.offset}]"
 
 
-def memory_sv(device, ports, req_layout, resp_layout, port_bytes: int, queue: int) -> str:
-    """``ports``: tier names whose ``<tier>_req`` / ``<tier>_resp`` streams the component has."""
-    lines = [
+def memory_sv(device, ports, req_layout, resp_layout, port_bytes: int, queue: int,
+              preload: str | None = None) -> str:
+    """``ports``: tier names whose ``<tier>_req`` / ``<tier>_resp`` streams the component has.
+    ``preload``: a tier the host may fill from a file before the run
+    (``+preload_<tier>=<file> +preload_<tier>_addr=<byte>``)."""
+    lines = []
+    if preload:
+        lines += [
+            '  import "DPI-C" function int screc_mem_load(input int region, input longint addr,',
+            '                                             input string path);',
+            "  initial begin",
+            "    string path;",
+            "    longint addr;",
+            "    #1;",
+            f'    if ($value$plusargs("preload_{preload}=%s", path)) begin',
+            f'      if (!$value$plusargs("preload_{preload}_addr=%d", addr))',
+            f'        $fatal(1, "no +preload_{preload}_addr= plusarg");',
+            f"      if (screc_mem_load({REGION[preload]}, addr, path) != 0)",
+            '        $fatal(1, "preload %s refused", path);',
+            "    end",
+            "  end",
+        ]
+    lines += [
         "  initial begin",
         "    string image_path;",
         '    if (!$value$plusargs("image=%s", image_path)) $fatal(1, "no +image= plusarg");',

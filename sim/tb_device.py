@@ -73,6 +73,7 @@ async def device_runs_a_batch(dut):
             else {"op": 0, "flags": 0, "cycles": 0})
     t1 = time.perf_counter()
     boot_counters = _counters(dut, comp, tb)
+    staging = await _stage(dut, tb) if tb["stage"] else None
     progress = cocotb.start_soon(_progress(dut, comp, Path(tb["progress_file"])))
     t2 = time.perf_counter()
     run = await _command(dut, comp, tb["run"], tb["run_timeout"])
@@ -84,8 +85,28 @@ async def device_runs_a_batch(dut):
     dut.host__dump.value = 0
     await ClockCycles(dut.clk, 2)
     write_report({"resp": {"boot": boot, "run": run}, "boot_counters": boot_counters,
+                  **({"staging": staging} if staging else {}),
                   "wall_s": {"boot": t1 - t0, "run": t3 - t2},
                   "counters": _counters(dut, comp, tb)})
+
+
+async def _stage(dut, tb) -> dict:
+    """The host's staging of the batch's SSD pages (sim/stage_dma.sv) before it starts the
+    batch: the cycles it took and what the SSD model served."""
+    dut.stage__start.value = 1
+    await RisingEdge(dut.clk)
+    dut.stage__start.value = 0
+
+    async def wait_done():
+        while not dut.stage__done.value:
+            await RisingEdge(dut.clk)
+
+    await with_timeout(wait_done(), tb["stage_timeout"] * CLOCK_NS, "ns")
+    out = {k: int(getattr(dut, f"stage__{k}").value)
+           for k in ("cycles", "n_commands", "n_bytes", "n_requests", "n_charged", "n_oob")}
+    return {"cycles": out["cycles"], "commands": out["n_commands"],
+            "dram_bytes_written": out["n_bytes"], "ssd_requests": out["n_requests"],
+            "ssd_bytes_charged": out["n_charged"], "ssd_out_of_region": out["n_oob"]}
 
 
 def _component(tb):

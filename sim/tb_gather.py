@@ -88,11 +88,12 @@ async def gather_matches_golden(dut):
             getattr(dut, f"{tier}__extra_max").value = phase["extra_delay"]
         dut.out__bp_pct.value = phase["bp_pct"]
 
-        model = GatherReference(params, image, descs)
+        stage = open(cfg["stage_file"], "rb").read() if cfg.get("stage_file") else b""
+        model = GatherReference(params, image, descs, stage=stage)
         checker = InOrderChecker(f"phase {ph} out")
         def observe(item, model=model, checker=checker):
             for vec, err in model.push(item["table"], item["index"], bool(item["last"]),
-                                       bool(item["empty"])):
+                                       bool(item["empty"]), bool(item["staged"])):
                 checker.expect((tuple(int(v) for v in vec), bool(err)))
 
         lookups = [tuple(int(x) for x in r) for r in np.load(cfg["data"])[f"p{ph}_lookups"]]
@@ -100,8 +101,9 @@ async def gather_matches_golden(dut):
         if from_file:
             # Benchmark mode: the SV file source feeds a lookup per cycle; the model runs on
             # the same list up front instead of on an input monitor.
-            for t, i, last, empty in lookups:
-                observe({"table": t, "index": i, "last": last, "empty": empty})
+            for t, i, last, empty, staged in lookups:
+                observe({"table": t, "index": i, "last": last, "empty": empty,
+                         "staged": staged})
         else:
             in_mon = StreamMonitor(dut, "lookup", comp.lookup_layout, callback=observe)
         assembler = BagAssembler(params.dim, checker)
@@ -109,7 +111,7 @@ async def gather_matches_golden(dut):
         driver = None if from_file else StreamDriver(
             dut, "lookup", comp.lookup_layout, rng, idle_prob=phase["idle_prob"],
             max_idle=phase["max_idle"])
-        expected_bags = sum(1 for *_, last, _ in lookups if last)
+        expected_bags = sum(1 for _, _, last, _, _ in lookups if last)
         budget = int((len(lookups) * (20 + phase["extra_delay"] + params.beats_per_row)
                       * (1 + phase["bp_pct"] / 20) + 3 * phase["slowest_latency"] + 50_000)
                      * CLOCK_NS)
@@ -118,14 +120,15 @@ async def gather_matches_golden(dut):
 
         async def drive():
             if from_file:
-                cols = dict(zip(("table", "index", "last", "empty"), np.array(lookups).T))
+                cols = dict(zip(("table", "index", "last", "empty", "staged"),
+                                np.array(lookups).T))
                 words = pack_columns(comp.lookup_layout, cols)
                 await run_file_source(dut, "lookup", cfg["lookup_file"], words,
                                       comp.lookup_layout.size, budget // CLOCK_NS)
                 return
-            for table, index, last, empty in lookups:
+            for table, index, last, empty, staged in lookups:
                 await driver.send({"table": table, "index": index, "last": last,
-                                   "empty": empty})
+                                   "empty": empty, "staged": staged})
 
         await with_timeout(drive(), budget, "ns")
         left = int(max(budget - (get_sim_time("ns") - start), 1000 * CLOCK_NS))

@@ -148,6 +148,11 @@ class TierConfig:
     iops: float = 0.0
     """Random reads per second the tier serves (an NVMe drive's random-read IOPS); 0: no limit
     beyond the bandwidth."""
+    queue_depth: int = 256
+    """Read commands the host keeps outstanding on the tier (the NVMe queue depth of the
+    staging path, ``sw/lookahead.py``): at most ``queue_depth`` commands per latency. Size it
+    above latency x bandwidth / access (the SmartSSD-like SSD: 59 pages) or the queue, not
+    the drive, sets the pace."""
 
     def latency_cycles(self, clock_mhz: float) -> int:
         return max(1, math.ceil(self.latency_ns * clock_mhz / 1000.0))
@@ -182,6 +187,10 @@ class DeviceConfig:
     board_watts: float = 25.0
     """Power model of the whole board (FPGA, DRAM, flash) for queries per joule: the SmartSSD's
     25 W board envelope unless the config says otherwise; a modelled figure, not a reading."""
+    ssd_staging: bool = True
+    """The host's look-ahead (``sw/lookahead.py``): each batch's SSD pages are copied into a
+    DRAM staging buffer (deduplicated, one read per page, prefetched while the previous batch
+    computes); False: the gather cores read SSD rows directly, a page per row."""
 
     def tier(self, name: str) -> TierConfig:
         for t in self.tiers:
@@ -249,6 +258,12 @@ class _Section:
             raise self.error(key, value, f"must be > {lo}")
         self._check_range(key, value, None if lo_open else lo, hi)
         return float(value)
+
+    def bool(self, key, default=None):
+        value = self._get(key, _REQUIRED if default is None else default)
+        if not isinstance(value, bool):
+            raise self.error(key, value, "must be true or false")
+        return value
 
     def str(self, key, default=None, choices=None):
         value = self._get(key, _REQUIRED if default is None else default)
@@ -374,6 +389,7 @@ def _read_tier(sec: _Section, name: str) -> TierConfig:
         bandwidth_gbps=sec.float("bandwidth_gbps", lo=0.0, lo_open=True),
         access_bytes=sec.int("access_bytes", default=4096 if name == "ssd" else 64, lo=1),
         iops=sec.float("iops", default=0.0, lo=0.0),
+        queue_depth=sec.int("queue_depth", default=256, lo=1, hi=4096),
     )
     if tier.access_bytes & (tier.access_bytes - 1):
         raise sec.error("access_bytes", tier.access_bytes, "must be a power of two")
@@ -385,6 +401,7 @@ def _read_device(sec: _Section) -> DeviceConfig:
     name = sec.str("name")
     clock = sec.float("clock_mhz", lo=1.0, hi=2000.0)
     board_watts = sec.float("board_watts", default=25.0, lo=0.0, lo_open=True, hi=10000.0)
+    ssd_staging = sec.bool("ssd_staging", default=True)
     tiers_sec = sec.section("tiers")
     tiers = tuple(_read_tier(tiers_sec.section(n), n) for n in TIER_NAMES)
     tiers_sec.done()
@@ -424,7 +441,8 @@ def _read_device(sec: _Section) -> DeviceConfig:
                 slow.latency_ns,
                 f"must not be lower than {fast.name}.latency_ns ({fast.latency_ns})",
             )
-    return DeviceConfig(name, clock, tiers, fpga, tt_lanes, port, outstanding, board_watts)
+    return DeviceConfig(name, clock, tiers, fpga, tt_lanes, port, outstanding, board_watts,
+                        ssd_staging)
 
 
 def _read_numerics(sec: _Section) -> NumericsConfig:

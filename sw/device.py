@@ -26,7 +26,7 @@ from .bits import lane_words, pack_columns, pack_fields, unpack_fields
 
 __all__ = ["BOOT_HEADER_FIELDS", "BATCH_HEADER_FIELDS", "LOOKUP_FIELDS", "STATUS_FIELDS",
            "BOOT_END", "BOOT_DESC", "BOOT_BRAM", "BOOT_TT", "BOOT_MLP", "BATCH_MAGIC",
-           "STATUS_MAGIC", "FLAGS", "flag_names", "BatchLayout", "boot_record_bytes"]
+           "STATUS_MAGIC", "FLAGS", "flag_names", "BatchLayout", "boot_record_bytes", "STAGED_BIT"]
 
 BOOT_END, BOOT_DESC, BOOT_BRAM, BOOT_TT, BOOT_MLP = 0, 1, 2, 3, 4
 BOOT_HEADER_FIELDS = (("target", 8), ("sub", 8), ("reserved", 16), ("count", 32),
@@ -36,7 +36,11 @@ STATUS_MAGIC = 0x53435354
 BATCH_HEADER_FIELDS = (("magic", 32), ("samples", 32), ("lookups", 32), ("reserved", 32),
                        ("dense_addr", 64), ("lookup_addr", 64), ("result_addr", 64),
                        ("status_addr", 64))
-LOOKUP_FIELDS = (("index", 32), ("table", 16), ("last", 1), ("empty", 1), ("reserved", 14))
+LOOKUP_FIELDS = (("index", 32), ("table", 16), ("last", 1), ("empty", 1), ("staged", 1),
+                 ("reserved", 13))
+"""A lookup record. ``staged``: the row was copied from the SSD into the DRAM staging buffer
+ahead of the batch (``sw/lookahead.py``) and ``index`` is its byte offset there."""
+STAGED_BIT = 50
 LOOKUP_BYTES = 8
 STATUS_FIELDS = (("magic", 32), ("flags", 32), ("samples", 32), ("tiles", 32), ("cycles", 64),
                  ("lookups", 32), ("bags", 32), ("bad_bags", 32), ("reserved", 32))

@@ -2,7 +2,7 @@
 quantised model, the device and its memory image, an evaluation batch in the batch format, and
 the golden answer the device must reproduce."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +12,7 @@ from screc.hw.mlp import MLPParams
 
 from .device import boot_stream
 from .golden import BagBatch, QuantTable, tt_rows_int
-from .image import TablePlacement, build_image
+from .image import TablePlacement, build_image, read_image
 from .model import generate_batch, init_params, quantize_dlrm
 from .numerics import quantize
 from .planner import (
@@ -132,10 +132,13 @@ def device_image(cfg, plan: dict, counts, qmodel):
             places.append(TablePlacement(0, 0))
             bram_core.append(0)
             remap.append(None)
+    staging = plan.get("staging", {})
     image = build_image(
         tables, places, cfg.numerics.emb_bits, params.port_bytes, cfg.device, mlp=program,
         fields=fields, bram_core=bram_core,
-        boot=lambda desc, regions: boot_stream(params, desc, regions, qmodel, program))
+        boot=lambda desc, regions: boot_stream(params, desc, regions, qmodel, program),
+        stage_bytes=int(staging.get("bytes", 0)) if staging.get("enabled") else 0,
+        stage_align=cfg.device.tier("ssd").access_bytes)
     return image, params, remap
 
 
@@ -163,11 +166,17 @@ def write_file(path, blob: bytes) -> Path:
     return path
 
 
+def _plan_instance(setup: DeviceSetup, batch: int):
+    """The planner's instance of the planned device at ``batch``, on the plan's SSD path."""
+    inst = build_instance(setup.cfg, setup.stats, batch, mlp_shape=plan_mlp_shape(setup.plan))
+    return replace(inst, ssd_staged=bool(setup.plan.get("staging", {}).get("enabled")))
+
+
 def planned_qps(setup: DeviceSetup, batch: int) -> dict:
     """The planned device's queries/s at another batch size, from the planner's cost model
     (the same device: its shard map and core mix; the workload's statistics scaled to
     ``batch``)."""
-    inst = build_instance(setup.cfg, setup.stats, batch, mlp_shape=plan_mlp_shape(setup.plan))
+    inst = _plan_instance(setup, batch)
     result = evaluate(inst, *choice_from_dict(inst, setup.plan))
     if result is None:
         raise ValueError(f"the planned device does not fit the workload at batch {batch}")
@@ -183,8 +192,9 @@ def predict_batch(setup: DeviceSetup, bags) -> dict:
     and the plan's thresholds, the gather work from the device's table-to-core dealing.
     Separates the model's error from the difference between the trace and the batch."""
     plan, p = setup.plan, setup.params
-    inst = build_instance(setup.cfg, setup.stats, setup.batch_size,
-                          mlp_shape=plan_mlp_shape(plan))
+    inst = _plan_instance(setup, setup.batch_size)
+    page = inst.ssd_bytes_per_access
+    image = read_image(setup.image)
     records = sum(max(1, hi - lo) for bag in bags
                   for lo, hi in zip(bag.offsets, np.append(bag.offsets[1:], bag.indices.size)))
     loads = []
@@ -201,9 +211,12 @@ def predict_batch(setup: DeviceSetup, bags) -> dict:
             continue
         new = setup.remap[t][idx]
         k1, k2 = rec["k_bram"], rec["k_bram"] + rec["k_dram"]
+        rb, base = inst.tables[t].row_bytes, image.descriptor(t)["base_ssd"]
+        tail = base + (np.unique(new[new >= k2]) - k2) * rb
+        pages = np.unique(np.concatenate([tail // page, (tail + rb - 1) // page]))
         loads.append(TableLoad(bram=int((new < k1).sum()),
                                dram=int(((new >= k1) & (new < k2)).sum()),
-                               ssd=int((new >= k2).sum())))
+                               ssd=int((new >= k2).sum()), ssd_pages=int(pages.size)))
     parts = stage_cycles(inst, loads, len(p.gather), core_of=[r.core for r in p.routes],
                          records=records)
     return {"cycles": pipeline_cycles(parts, inst.tiles), "stages": parts,

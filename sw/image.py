@@ -25,7 +25,7 @@ from .bits import unpack_fields as _unpack_fields
 
 __all__ = ["ImageError", "DESCRIPTOR_FIELDS", "DESCRIPTOR_BYTES", "DESCRIPTOR_MAGIC",
            "REGION_IDS", "KIND_DENSE", "KIND_TT", "TablePlacement", "Image", "build_image",
-           "read_image", "descriptor_dtype", "mlp_region", "read_mlp_region"]
+           "read_image", "descriptor_dtype", "decode_row", "mlp_region", "read_mlp_region"]
 
 MAGIC = b"SCRECIMG"
 VERSION = 2
@@ -44,14 +44,17 @@ DESCRIPTOR_FIELDS = (
     ("magic", 16), ("kind", 8), ("flags", 8), ("dim", 16), ("row_bytes", 16),
     ("rows", 32), ("thr_bram", 32), ("thr_dram", 32), ("frac", 8), ("emb_shift", 8),
     ("max_bag", 16), ("base_bram", 64), ("base_dram", 64), ("base_ssd", 64), ("core", 8),
-    ("replicas", 8), ("reserved1", 16), ("bram_part", 32), ("reserved2", 64),
+    ("replicas", 8), ("reserved1", 16), ("bram_part", 32), ("base_stage", 32),
+    ("stage_bytes", 32),
 )
 """(name, bits) of a table descriptor, least significant first; 512 bits = 64 bytes. ``core``
 is the gather core (dense) or first TT array (TT) that serves the table (a TT table may be
 served by ``replicas`` arrays from ``core`` on, its bags dealt round-robin; 0 reads as 1),
 ``emb_shift`` the right shift from its pooled sums to the MLP's activations, ``max_bag`` its
 longest bag; ``base_bram`` counts port words inside the serving gather core's own on-chip tier,
-which starts at word ``bram_part`` of the ``bram`` region."""
+which starts at word ``bram_part`` of the ``bram`` region. ``base_stage`` / ``stage_bytes``: the
+DRAM staging buffer the host copies a batch's SSD pages into (``sw/lookahead.py``); a staged
+lookup's index is a byte offset into it."""
 
 _HEADER = np.dtype([("magic", "S8"), ("version", "<u4"), ("header_bytes", "<u4"),
                     ("n_tables", "<u4"), ("n_regions", "<u4"), ("port_bytes", "<u4"),
@@ -117,7 +120,7 @@ class Image:
         else:
             start = d["base_ssd"] + (r - d["thr_dram"]) * nbytes
             raw = self.regions["ssd"][start:start + nbytes]
-        return _decode_row(bytes(raw), d["dim"], emb_bits)
+        return decode_row(bytes(raw), d["dim"], emb_bits)
 
     def tier_of(self, t: int, r: int) -> str:
         d = self.descriptor(t)
@@ -137,7 +140,7 @@ def _encode_rows(rows: np.ndarray, emb_bits: int) -> bytes:
     return np.ascontiguousarray(rows, dtype=dtype).tobytes()
 
 
-def _decode_row(raw: bytes, dim: int, emb_bits: int) -> np.ndarray:
+def decode_row(raw: bytes, dim: int, emb_bits: int) -> np.ndarray:
     dtype = {1: "<i1", 2: "<i2", 4: "<i4"}[_elem_bytes(emb_bits)]
     return np.frombuffer(raw, dtype=dtype, count=dim).astype(np.int64)
 
@@ -190,7 +193,8 @@ def read_mlp_region(region) -> dict:
 
 
 def build_image(tables, placements, emb_bits: int, port_bytes: int, device=None,
-                mlp=None, fields=None, bram_core=None, boot=None) -> bytes:
+                mlp=None, fields=None, bram_core=None, boot=None, stage_bytes: int = 0,
+                stage_align: int = 4096) -> bytes:
     """Lay out ``tables`` (:class:`screc.sw.golden.QuantTable`, rows already in remapped order)
     with their :class:`TablePlacement` and return the image bytes. With ``device`` the tier
     capacities are checked (an error names the tier and the overflow).
@@ -200,7 +204,12 @@ def build_image(tables, placements, emb_bits: int, port_bytes: int, device=None,
     ``bram`` region is laid out core by core and ``base_bram`` counts words inside the core's
     partition. ``boot``: ``boot(descriptors, regions) -> bytes``, the boot stream the device
     reads at start-up; it is placed at the end of the ``dram`` region (``boot_addr``,
-    ``boot_bytes`` in the header)."""
+    ``boot_bytes`` in the header). ``stage_bytes``: the DRAM staging buffer for SSD pages
+    (``sw/lookahead.py``), placed after the boot stream on a ``stage_align`` boundary; every
+    dense descriptor gets its ``base_stage`` and ``stage_bytes``, and it counts against the
+    DRAM tier's capacity."""
+    if not isinstance(stage_bytes, int) or stage_bytes < 0 or stage_bytes >= 1 << 32:
+        raise ValueError(f"stage_bytes must be an integer in [0, 2**32), not {stage_bytes!r}")
     if len(tables) != len(placements):
         raise ValueError("one placement per table")
     if port_bytes < 1 or port_bytes & (port_bytes - 1):
@@ -257,14 +266,27 @@ def build_image(tables, placements, emb_bits: int, port_bytes: int, device=None,
         chunks["bram"].extend(part)
         word += sum(len(c) for c in part) // port_bytes
     regions = {name: b"".join(chunks[name]) for name in REGION_IDS}
+    if stage_bytes:  # staging reads whole pages: the last one lies inside the region too
+        regions["ssd"] += b"\0" * (_padded(len(regions["ssd"]), stage_align) - len(regions["ssd"]))
     regions["mlp"] = mlp_region(mlp) if mlp is not None else b""
-    boot_addr = boot_bytes = 0
+    dram_end = _padded(len(regions["dram"]), 64)
+    boot_addr = dram_end if boot is not None else 0
+    boot_bytes = 0
+    if boot is not None:
+        # the stream's length does not depend on the descriptors' values: size it, then place
+        # the staging buffer after it and build the stream from the final descriptors
+        boot_bytes = len(boot(desc, regions))
+    base_stage = _padded(dram_end + boot_bytes, stage_align) if stage_bytes else 0
+    if base_stage >= 1 << 32:
+        raise ValueError(f"the staging buffer at DRAM byte {base_stage} is beyond the 32-bit "
+                         "base_stage field")
+    for t, table in enumerate(tables):
+        if table.tt is None:
+            desc[t]["base_stage"], desc[t]["stage_bytes"] = base_stage, stage_bytes
     if boot is not None:
         stream = boot(desc, regions)
-        boot_addr = _padded(len(regions["dram"]), 64)
-        boot_bytes = len(stream)
         regions["dram"] += b"\0" * (boot_addr - len(regions["dram"])) + stream
-    used["dram"] = len(regions["dram"])
+    used["dram"] = base_stage + stage_bytes if stage_bytes else len(regions["dram"])
     if device is not None:
         for tier in device.tiers:
             if used[tier.name] > tier.capacity_bytes:

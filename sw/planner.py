@@ -19,7 +19,7 @@ import os
 import sys
 import time
 import tomllib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -39,11 +39,12 @@ from .checks import check_curve, check_number
 from .config import TTConfig
 from .device import boot_record_bytes
 from .image import DESCRIPTOR_BYTES, row_bytes
+from .stats import expected_distinct_pages
 
 __all__ = ["CoreCosts", "load_core_costs", "device_glue", "resource_generator_hash",
            "TableInput", "PlanError",
            "Instance", "build_instance", "instance_for", "evaluate", "solve", "greedy",
-           "brute_force", "ShardPlan", "pipeline_cycles", "choice_from_dict", "TableLoad",
+           "brute_force", "ssd_paths", "ShardPlan", "pipeline_cycles", "choice_from_dict", "TableLoad",
            "stage_cycles", "TIERS", "TTOption", "RESOURCES", "mlp_usage", "tt_array_usage",
            "tt_lanes_for_rank", "plan_device", "shrink", "MLP_SHAPES", "MAX_TT_REPLICAS"]
 
@@ -178,6 +179,10 @@ class TableInput:
     dense_allowed: bool = True
     bram_row_bytes: int = 0
     """Bytes a row takes in the on-chip tier (rows start on port words); 0: ``row_bytes``."""
+    ssd_pages: tuple = ()
+    """Per breakpoint ``b``: the expected distinct SSD pages a batch reads when the SSD holds
+    rows ``[ks[b], rows)`` (:func:`screc.sw.stats.expected_distinct_pages`); empty: a page per
+    lookup (no dedup, no shared pages)."""
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name:
@@ -189,6 +194,12 @@ class TableInput:
         check_number(PlanError, owner, "bram_row_bytes", self.bram_row_bytes, lo=0,
                      integer=True)
         check_curve(PlanError, owner, self.rows, self.ks, self.cov)
+        if self.ssd_pages:
+            if len(self.ssd_pages) != len(self.ks):
+                raise PlanError(f"{owner}: ssd_pages has {len(self.ssd_pages)} values for "
+                                f"{len(self.ks)} breakpoints")
+            for b, v in enumerate(self.ssd_pages):
+                check_number(PlanError, owner, f"ssd_pages[{b}]", v, lo=0)
         options = []
         for i, opt in enumerate(self.tt_options):
             if not isinstance(opt, TTOption) and len(opt) != 3:
@@ -210,6 +221,10 @@ class TableInput:
     @property
     def onchip_bytes(self) -> int:
         return self.bram_row_bytes or self.row_bytes
+
+    def pages_at(self, b: int) -> float:
+        """Expected distinct SSD pages per batch with the SSD part from breakpoint ``b``."""
+        return self.ssd_pages[b] if self.ssd_pages else self.lookups * (1 - self.cov[b])
 
 
 @dataclass(frozen=True)
@@ -249,6 +264,16 @@ class Instance:
     """Resources the MLP core takes (already outside ``budget``)."""
     glue_usage: dict | None = None
     """Resources of the device top's own logic (:func:`device_glue`; outside ``budget``)."""
+    ssd_staged: bool = False
+    """The host's look-ahead stages each batch's SSD pages into DRAM (``sw/lookahead.py``):
+    the SSD reads distinct pages (prefetched, overlapping the other stages), the gather cores
+    read the staged rows from DRAM (no reorder-buffer blocking), and DRAM holds a double
+    staging buffer. :func:`solve` also plans the direct path and keeps the faster."""
+    ssd_queue_cycles: float = 0.0
+    """SSD latency over the host's queue depth: the fewest cycles per staged read command."""
+    stage_headroom: float = 1.25
+    """Staging buffer half, in expected pages per batch: batches above the expectation still
+    fit; pages beyond it take the direct path."""
 
     def __post_init__(self):
         owner = "Instance"
@@ -304,6 +329,18 @@ class Instance:
         issuing more reads than the drive serves."""
         return max(self.ssd_bytes_per_access / self.ssd_bytes_per_cycle,
                    self.ssd_read_slot_cycles)
+
+    @property
+    def ssd_cycles_per_page(self) -> float:
+        """Cycles one staged page occupies the drive: a read (:attr:`ssd_cycles_per_access`)
+        no faster than the queue depth lets commands overlap the latency."""
+        return max(self.ssd_cycles_per_access, self.ssd_queue_cycles)
+
+    def staging_bytes(self, pages: float) -> float:
+        """DRAM the double staging buffer takes for ``pages`` expected pages per batch (the
+        planner's linear form; the image rounds each half up to whole pages, which the DRAM
+        capacity already holds back)."""
+        return 2 * self.stage_headroom * pages * self.ssd_bytes_per_access
 
 
 def pipeline_cycles(parts: dict, tiles: int) -> float:
@@ -389,9 +426,12 @@ def instance_for(dev, numerics, tables, stats, batch: int, mlp_cycles: float, co
                 options += [TTOption(rank, core_bytes * k, cpl, k, lanes,
                                      tuple(use[r] for r in RESOURCES), boot * k)
                             for k in range(1, max_replicas + 1)]
-        inputs.append(TableInput(tcfg.name, tcfg.rows, rb, st.pooling * batch, st.ks,
+        lookups = st.pooling * batch
+        pages = expected_distinct_pages(st.ks, st.coverage, lookups, ssd.access_bytes / rb)
+        inputs.append(TableInput(tcfg.name, tcfg.rows, rb, lookups, st.ks,
                                  st.coverage, tuple(options), tcfg.placement != "tt",
-                                 -(-rb // dev.gather_port_bytes) * dev.gather_port_bytes))
+                                 -(-rb // dev.gather_port_bytes) * dev.gather_port_bytes,
+                                 pages))
         dram_bpa[tcfg.name] = -(-rb // dram.access_bytes) * dram.access_bytes
         gather_cpr[tcfg.name] = -(-rb // dev.gather_port_bytes)
     port = dev.gather_port_bytes
@@ -402,6 +442,8 @@ def instance_for(dev, numerics, tables, stats, batch: int, mlp_cycles: float, co
     if boot_fixed > capacity["dram"]:
         raise PlanError(f"tier dram: the boot stream's fixed part needs {boot_fixed} bytes, "
                         f"more than its capacity {capacity['dram']}")
+    if dev.ssd_staging:  # the image aligns the staging buffer and rounds its halves up
+        boot_fixed += 3 * ssd.access_bytes
     capacity["dram"] -= boot_fixed
     fpga = dev.fpga
     onchip_kbits = fpga.bram_kbits + fpga.uram_kbits - dev.tier("bram").capacity_bytes * 8 // 1024
@@ -442,6 +484,8 @@ def instance_for(dev, numerics, tables, stats, batch: int, mlp_cycles: float, co
         clock_mhz=dev.clock_mhz, ssd_latency_cycles=float(ssd.latency_cycles(dev.clock_mhz)),
         ssd_read_slot_cycles=ssd.cycles_per_read_slot(dev.clock_mhz),
         ssd_blocking_cycles=ssd.latency_cycles(dev.clock_mhz) / dev.gather_outstanding,
+        ssd_staged=dev.ssd_staging,
+        ssd_queue_cycles=ssd.latency_cycles(dev.clock_mhz) / ssd.queue_depth,
         tiles=tiles,
         router_cycles=float(sum(st.pooling * batch + st.empty_share * batch for st in stats)),
         collector_cycles=float(batch * sum(
@@ -461,6 +505,8 @@ class TableLoad:
     ssd: float = 0.0
     tt: float = 0.0
     tt_cycles: float = 0.0
+    ssd_pages: float = 0.0
+    """Distinct SSD pages the batch reads for the table (staged path)."""
 
     @property
     def gathered(self) -> float:
@@ -479,19 +525,29 @@ def stage_cycles(inst: Instance, loads, gather_cores: int, core_of=None,
     bounds (the work spread evenly, and the largest table, a table being served by one core;
     when the batch reads the SSD, the same two for the blocking); TT: the busiest array (one
     per table); router: ``records`` (default the instance's); collector: the instance's
-    pooled-bag beats; MLP: the instance's. ``evaluate`` (from the trace's coverage) and
-    ``flow.predict_batch`` (from one batch's lookups) both call this."""
+    pooled-bag beats; MLP: the instance's. With the host's staging
+    (:attr:`Instance.ssd_staged`) the SSD reads each table's distinct pages
+    (:attr:`Instance.ssd_cycles_per_page` each), DRAM takes the staged pages' writes and the
+    staged rows' reads, and no gather core blocks on the SSD. ``evaluate`` (from the trace's
+    coverage) and ``flow.predict_batch`` (from one batch's lookups) both call this."""
     dram = ssd_bw = tt = 0.0
     reads_ssd = False
     work, blocked, reading = [], [], []
+    staged = inst.ssd_staged
     for tab, load in zip(inst.tables, loads):
-        dram += load.dram * inst.dram_bytes_per_access[tab.name] / inst.dram_bytes_per_cycle
-        ssd_bw += load.ssd * inst.ssd_cycles_per_access
+        per_row = inst.dram_bytes_per_access[tab.name] / inst.dram_bytes_per_cycle
+        dram += load.dram * per_row
+        if staged:
+            dram += (load.ssd * per_row
+                     + load.ssd_pages * inst.ssd_bytes_per_access / inst.dram_bytes_per_cycle)
+            ssd_bw += load.ssd_pages * inst.ssd_cycles_per_page
+        else:
+            ssd_bw += load.ssd * inst.ssd_cycles_per_access
         reading.append(load.ssd > SSD_EPS)
         reads_ssd |= reading[-1]
         tt = max(tt, load.tt * load.tt_cycles)
         work.append(load.gathered * inst.gather_cycles_per_row[tab.name])
-        blocked.append(load.gathered * inst.ssd_blocking_cycles)
+        blocked.append(0.0 if staged else load.gathered * inst.ssd_blocking_cycles)
     if core_of is not None:
         # a core whose tables read the SSD moves a reorder buffer of rows per SSD latency
         cores = max(gather_cores, 1)
@@ -563,9 +619,11 @@ def evaluate(inst: Instance, choice, mix):
         # the warm rows, and the hot rows' copy in the boot stream that loads the on-chip tier
         use["dram"] += (k2 - k1) * tab.row_bytes + k1 * tab.onchip_bytes
         use["ssd"] += (tab.rows - k2) * tab.row_bytes
+        pages = tab.pages_at(b) if inst.ssd_staged else 0.0
+        use["dram"] += inst.staging_bytes(pages)
         loads.append(TableLoad(bram=tab.lookups * tab.cov[a],
                                dram=tab.lookups * (tab.cov[b] - tab.cov[a]),
-                               ssd=tab.lookups * (1 - tab.cov[b])))
+                               ssd=tab.lookups * (1 - tab.cov[b]), ssd_pages=pages))
     if any(use[k] > inst.capacity[k] + 1e-6 for k in use):
         return None
     if (n_dense and ng == 0) or n_tt != nt:
@@ -586,14 +644,24 @@ def _options(tab):
     return opts
 
 
+def ssd_paths(inst: Instance) -> tuple:
+    """The instance on each SSD path the planner may choose: staged and direct when the host
+    can stage (:attr:`Instance.ssd_staged`), else direct only."""
+    if inst.ssd_staged:
+        return inst, replace(inst, ssd_staged=False)
+    return (inst,)
+
+
 def brute_force(inst: Instance):
-    """Every assignment and mix (small instances only): (cycles, choice, mix)."""
+    """Every assignment, mix and SSD path (small instances only): (cycles, choice, mix,
+    the instance on the path)."""
     best = None
-    for mix in inst.mixes:
-        for choice in itertools.product(*(_options(t) for t in inst.tables)):
-            r = evaluate(inst, choice, mix)
-            if r is not None and (best is None or r[0] < best[0] - 1e-9):
-                best = (r[0], choice, mix)
+    for path in ssd_paths(inst):
+        for mix in path.mixes:
+            for choice in itertools.product(*(_options(t) for t in path.tables)):
+                r = evaluate(path, choice, mix)
+                if r is not None and (best is None or r[0] < best[0] - 1e-9):
+                    best = (r[0], choice, mix, path)
     return best
 
 
@@ -650,6 +718,7 @@ class ShardPlan:
     def to_dict(self) -> dict:
         inst = self.instance
         tables = []
+        staged_pages = 0.0
         for tab, c in zip(inst.tables, self.choice):
             rec = {"name": tab.name, "rows": tab.rows, "lookups_per_batch": tab.lookups}
             if c[0] == "tt":
@@ -667,8 +736,11 @@ class ShardPlan:
                     "ssd_bytes": (tab.rows - k2) * tab.row_bytes,
                     "predicted": {"bram_lookups": tab.lookups * tab.cov[a],
                                   "dram_lookups": tab.lookups * (tab.cov[b] - tab.cov[a]),
-                                  "ssd_lookups": tab.lookups * (1 - tab.cov[b])}})
+                                  "ssd_lookups": tab.lookups * (1 - tab.cov[b]),
+                                  "ssd_pages": tab.pages_at(b)}})
+                staged_pages += tab.pages_at(b)
             tables.append(rec)
+        half = math.ceil(inst.stage_headroom * staged_pages) if inst.ssd_staged else 0
         return {
             "batch": inst.batch, "clock_mhz": inst.clock_mhz,
             "core_mix": {"gather_cores": self.mix[0], "tt_arrays": self.mix[1]},
@@ -681,6 +753,9 @@ class ShardPlan:
                           / inst.clock_mhz,
                           "bottleneck": max(self.breakdown, key=self.breakdown.get),
                           "cycles": self.breakdown},
+            "staging": {"enabled": inst.ssd_staged, "pages_per_batch": staged_pages,
+                        "pages_per_half": half, "page_bytes": inst.ssd_bytes_per_access,
+                        "bytes": 2 * half * inst.ssd_bytes_per_access},
             "usage_bytes": self.usage, "capacity_bytes": inst.capacity,
             "solver": self.solver, "tables": tables,
         }
@@ -765,9 +840,17 @@ def _model(inst: Instance, slack: bool = False, ssd: bool | None = None):
             use["bram"].append(tab.onchip_bytes * k1)
             use["dram"].append(tab.row_bytes * (k2 - k1) + tab.onchip_bytes * k1)
             use["ssd"].append(tab.row_bytes * (tab.rows * d - k2))
-            dram_t.append(tab.lookups * inst.dram_bytes_per_access[tab.name]
-                          / inst.dram_bytes_per_cycle * (c2 - c1))
-            ssd_t.append(tab.lookups * inst.ssd_cycles_per_access * (d - c2))
+            per_row = inst.dram_bytes_per_access[tab.name] / inst.dram_bytes_per_cycle
+            if inst.ssd_staged:
+                # distinct pages are a piecewise-linear function of k2, like the lookups
+                pages = pulp.lpSum(tab.pages_at(b) * z2[b] for b in range(n))
+                use["dram"].append(inst.staging_bytes(1.0) * pages)
+                dram_t.append(tab.lookups * per_row * (d - c1) + pages
+                              * (inst.ssd_bytes_per_access / inst.dram_bytes_per_cycle))
+                ssd_t.append(inst.ssd_cycles_per_page * pages)
+            else:
+                dram_t.append(tab.lookups * per_row * (c2 - c1))
+                ssd_t.append(tab.lookups * inst.ssd_cycles_per_access * (d - c2))
             # the table reads the SSD when its k2 leaves rows with expected lookups there
             reading = [z2[b] for b in range(n) if tab.lookups * (1 - tab.cov[b]) > SSD_EPS]
             if reading:
@@ -937,19 +1020,25 @@ def solve(inst: Instance, time_limit: float = 60.0, gap: float = 0.005, msg=Fals
     check_number(PlanError, "solve", "gap", gap, lo=0, hi=1)
     # The reorder buffers' blocking applies when the batch reads the SSD at all: one MIP per
     # value of that indicator keeps both linear; the better plan wins (no SSD on a tie).
-    branches = (False, True) if inst.ssd_blocking_cycles else (None,)
+    # With the host's staging the direct path is planned too (a staging buffer that does not
+    # pay for itself in DRAM loses to it).
+    runs = []
+    for path in ssd_paths(inst):
+        blocking = path.ssd_blocking_cycles and not path.ssd_staged
+        runs += [(path, ssd) for ssd in ((False, True) if blocking else (None,))]
     plans, timed_out, solved = [], None, 0
-    for ssd in branches:
-        if ssd and plans and plans[0].solver["objective"] <= _ssd_branch_floor(inst):
-            break  # a plan that reads the SSD cannot be faster than the one without
+    for path, ssd in runs:
+        if ssd and plans and min(p.solver["objective"] for p in plans) <= _ssd_branch_floor(
+                path):
+            continue  # a plan that reads the SSD cannot be faster than the one without
         solved += 1
-        prob, T, x, y, m, _ = _model(inst, ssd=ssd)
+        prob, T, x, y, m, _ = _model(path, ssd=ssd)
         name, solver = _solver(time_limit, gap, msg)
         t0 = time.perf_counter()
         prob.solve(solver)
         solve_s = time.perf_counter() - t0
         if prob.sol_status in (pulp.LpSolutionOptimal, pulp.LpSolutionIntegerFeasible):
-            plans.append(_plan_of(inst, prob, x, y, m, name, solve_s, time_limit, gap))
+            plans.append(_plan_of(path, prob, x, y, m, name, solve_s, time_limit, gap))
         elif prob.sol_status == pulp.LpSolutionNoSolutionFound:
             timed_out = pulp.LpStatus[prob.status]
     if not plans:

@@ -2,6 +2,7 @@
 with a different core mix under random memory delays and back-pressure, bad input (indices
 outside a table, bags longer than allowed, malformed batches, RUN before BOOT)."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -88,20 +89,51 @@ def test_planned_criteo_device_is_bit_exact_and_the_planner_within_ten_percent()
     _run_checked(setup, seed=5, name="device_criteo")
 
 
-def test_tiered_device_reads_the_ssd_end_to_end_bit_exact():
-    """configs/tiered.toml puts the cold tails of dense tables on the SSD: the batch reads it,
-    every logit matches, and the batch's predicted cycles are within 10%: the gather core's
-    in-order reorder buffer fills behind SSD reads (one buffer of rows per SSD latency), which
-    the prediction from the device's dealing counts (without it: -53% at batch 256)."""
+def test_tiered_device_stages_the_ssd_pages_end_to_end_bit_exact():
+    """configs/tiered.toml puts item_id's cold tail on the SSD and the host stages each batch's
+    pages into DRAM (sw/lookahead.py, sim/stage_dma.sv): every logit matches, the SSD model
+    serves each distinct page once (one command per run of pages), the gather cores read the
+    staged rows from DRAM and never the SSD, and the planner's batch time (the staging
+    overlapping the previous batch's compute) is within 10% of the simulated one."""
     setup = prepare_device(load_config(CONFIGS / "tiered.toml"), log=lambda *a: None)
+    assert setup.plan["staging"]["enabled"]
     _, dense_q, bags = make_batch(setup, 64, seed=3, corners=True)
     expected, flags, bad = _expect(setup, dense_q, bags)
     run = run_device(setup, dense_q, bags, name="device_tiered")
     assert run.resp["boot"]["flags"] == 0 and run.resp["run"]["flags"] == flags == 0
     assert bad == 0 and np.array_equal(run.logits, expected)
+    staging = run.report["staging"]
+    assert staging["pages"] > 50 and staging["direct_lookups"] == 0
+    assert staging["ssd_requests"] == staging["commands"]
+    assert staging["ssd_bytes_charged"] == staging["pages"] * 4096 == staging["dram_bytes_written"]
+    assert staging["ssd_out_of_region"] == 0
+    cores = [c for name, c in run.report["counters"].items() if name.startswith("gather")]
+    assert sum(c["staged"] for c in cores) == staging["ssd_lookups"]
+    assert sum(c["ssd_requests"] for c in cores) == 0
+    batch_cycles = max(run.resp["run"]["cycles"], staging["cycles"])
+    predicted = predict_batch(setup, bags)
+    assert predicted["bottleneck"] == "ssd"
+    assert abs(predicted["cycles"] - batch_cycles) / batch_cycles < 0.10, (predicted, batch_cycles)
+
+
+def test_tiered_device_reads_the_ssd_directly_bit_exact():
+    """Without the host's staging the gather cores read SSD rows themselves: bit-exact, and the
+    batch's predicted cycles within 10%: the gather core's in-order reorder buffer fills behind
+    SSD reads (one buffer of rows per SSD latency), which the prediction from the device's
+    dealing counts (without it: -53% at batch 256)."""
+    cfg = load_config(CONFIGS / "tiered.toml")
+    cfg = replace(cfg, device=replace(cfg.device, ssd_staging=False))
+    setup = prepare_device(cfg, log=lambda *a: None)
+    assert not setup.plan["staging"]["enabled"]
+    _, dense_q, bags = make_batch(setup, 48, seed=3, corners=True)
+    expected, flags, bad = _expect(setup, dense_q, bags)
+    run = run_device(setup, dense_q, bags, name="device_tiered_direct")
+    assert run.resp["boot"]["flags"] == 0 and run.resp["run"]["flags"] == flags == 0
+    assert bad == 0 and np.array_equal(run.logits, expected)
     cores = [c for name, c in run.report["counters"].items() if name.startswith("gather")]
     ssd_rows = sum(c["ssd_requests"] for c in cores)
     assert ssd_rows > 0 and sum(c["dram_requests"] for c in cores) > 0
+    assert "staging" not in run.report
     ssd = run.report["counters"]["tiers"]["ssd"]
     assert ssd["requests"] - run.report["boot_counters"]["tiers"]["ssd"]["requests"] == ssd_rows
     cycles = run.resp["run"]["cycles"]

@@ -2,7 +2,14 @@ import numpy as np
 import pytest
 
 from screc.hw.gather import GatherParams, GatherReference, descriptor_valid
-from screc.sim.gather_runs import bag_lookups, random_tables, run_gather, with_tier_latency
+from screc.sim.gather_runs import (
+    bag_lookups,
+    gather_image,
+    random_tables,
+    run_gather,
+    staged_lookups,
+    with_tier_latency,
+)
 from screc.sim.runner import SimFailure
 from screc.sw.golden import QuantTable
 from screc.sw.image import DESCRIPTOR_MAGIC, KIND_DENSE, TablePlacement, build_image, read_image
@@ -46,6 +53,30 @@ def test_gather_pools_bit_exact_across_tiers(name, demo_config):
     assert all(first["tier_rows"][t] > 100 for t in ("bram", "dram", "ssd"))
     assert first["bad_bags"] > 10 and second["bad_bags"] > 10
     assert second["counters"]["bags"] == second["bags"]
+
+
+@pytest.mark.sim
+def test_gather_reads_staged_rows_from_the_dram_buffer(demo_config):
+    """The host's look-ahead (sw/lookahead.py) staged the batch's SSD pages: staged lookups read
+    the DRAM buffer at their byte offset, bit-exact, none reaches the SSD port, and offsets
+    past the buffer (the last whole row fits, one byte later does not) are flagged bad."""
+    params = CONFIGS["port64_dim32_out64"]
+    tables, places = _setup(params, seed=11)
+    stage_bytes = 2 * 64 * 4096
+    blob = gather_image(params, tables[:5], places, stage_bytes)
+    plain = bag_lookups(params, tables[:5], 2500, seed=12, bad_rate=0.005, max_len=6)
+    lookups, stage = staged_lookups(plain, blob, bad_rate=0.01, seed=13)
+    last_ok = stage_bytes - params.row_bytes
+    lookups += [(0, last_ok, 1, 0, 1), (0, last_ok + 1, 1, 0, 1), (1, 0, 1, 0, 1)]
+    assert sum(lk[4] for lk in lookups) > 200
+    device = with_tier_latency(demo_config.device, dram=400.0, ssd=2000.0)
+    result = run_gather(params, device, tables[:5], places, [
+        {"lookups": lookups, "idle_prob": 0.2, "bp_pct": 30, "extra_delay": 20}],
+        stage_bytes=stage_bytes, stage=stage)
+    (phase,) = result.report["phases"]
+    counters = phase["counters"]
+    assert counters["staged"] > 200 and counters["ssd_requests"] == 0
+    assert phase["tier_rows"]["ssd"] == 0 and phase["bad_bags"] > 5
 
 
 @pytest.mark.sim

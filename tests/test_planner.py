@@ -61,6 +61,7 @@ def _hard_instance(seed):
     often one table dominating the gather work, TT options (some tables TT only), coverage
     curves that may reach 1 before the last row, several core mixes, tight tiers."""
     rng = np.random.default_rng([seed, 12])
+    staged = bool(rng.random() < 0.4)  # the host's staging: the planner weighs both paths
     n_tables = int(rng.choice([2, 3, 3, 3, 4]))
     dominant = int(rng.integers(n_tables)) if rng.random() < 0.5 else -1
     tables = []
@@ -77,10 +78,14 @@ def _hard_instance(seed):
         lookups = float(rng.integers(5, 400)) * (20 if t == dominant else 1)
         tt = tuple((int(r), int(rng.integers(500, 30000)), float(rng.integers(1, 30)))
                    for r in rng.choice([4, 8, 16], int(rng.integers(0, 3)), replace=False))
+        # distinct pages beyond each breakpoint: at most the lookups there, fewer when shared
+        share = rng.uniform(0.05, 1.0)
+        pages = tuple(float(lookups * (1 - c) * share) for c in cov)
         tables.append(TableInput(f"t{t}", rows, int(rng.choice([32, 64, 128])), lookups, ks,
                                  tuple(float(c) for c in cov), tt,
                                  dense_allowed=not tt or rng.random() < 0.85,
-                                 bram_row_bytes=0 if rng.random() < 0.5 else 128))
+                                 bram_row_bytes=0 if rng.random() < 0.5 else 128,
+                                 ssd_pages=pages if rng.random() < 0.7 else ()))
     idx = rng.choice(len(MIXES), int(rng.integers(2, 6)), replace=False)
     total = sum(t.rows * t.row_bytes for t in tables)
     caps = {"bram": int(rng.uniform(0.02, 0.6) * total), "dram": int(rng.uniform(0.05, 1) * total),
@@ -94,13 +99,14 @@ def _hard_instance(seed):
         ssd_latency_cycles=float(rng.choice([0.0, rng.uniform(500, 20000)])),
         router_cycles=float(rng.uniform(0, 1) * sum(t.lookups for t in tables)),
         ssd_read_slot_cycles=float(rng.choice([0.0, rng.uniform(100, 1000)])),
-        ssd_blocking_cycles=float(rng.choice([0.0, rng.uniform(1, 200)])))
+        ssd_blocking_cycles=float(rng.choice([0.0, rng.uniform(1, 200)])),
+        ssd_staged=staged, ssd_queue_cycles=float(rng.uniform(0, 600)))
 
 
 def test_mip_equals_exhaustive_enumeration_on_hard_random_instances():
     """>= 200 seeded instances: solve(gap=0) finds the exhaustive optimum, its objective is
     ``evaluate`` of the plan it returns, and an instance with no plan is refused by both."""
-    bottlenecks, ssd_latency_bound, infeasible = {}, 0, 0
+    bottlenecks, ssd_latency_bound, infeasible, paths = {}, 0, 0, {}
     for seed in range(240):
         inst = _hard_instance(seed)
         best = brute_force(inst)
@@ -110,7 +116,8 @@ def test_mip_equals_exhaustive_enumeration_on_hard_random_instances():
                 solve(inst, time_limit=30, gap=0.0)
             continue
         plan = solve(inst, time_limit=30, gap=0.0)
-        got = evaluate(inst, plan.choice, plan.mix)
+        got = evaluate(plan.instance, plan.choice, plan.mix)
+        paths[plan.instance.ssd_staged] = paths.get(plan.instance.ssd_staged, 0) + 1
         assert plan.solver["sol_status"] == "Optimal Solution Found", seed
         assert got[0] == pytest.approx(best[0], rel=1e-7, abs=1e-6), seed
         assert plan.solver["objective"] == pytest.approx(got[0], rel=1e-9, abs=1e-6), seed
@@ -124,6 +131,7 @@ def test_mip_equals_exhaustive_enumeration_on_hard_random_instances():
     assert ssd_latency_bound >= 5 and bottlenecks["gather"] >= 10, (ssd_latency_bound,
                                                                    bottlenecks)
     assert 240 - infeasible >= 200
+    assert paths.get(True, 0) >= 10 and paths.get(False, 0) >= 100, paths
 
 
 @pytest.mark.parametrize("seed", range(8))
@@ -359,10 +367,11 @@ def test_plan_remap_and_image_round_trip(demo_config, tmp_path):
 
 
 def test_a_plan_on_small_tiers_leaves_dram_for_the_boot_stream():
-    """The tiered config's 1 MiB DRAM holds warm rows *and* the boot stream (descriptors, the
-    on-chip rows' copy, TT cores per array, the MLP program): the plan's DRAM use plus the
-    fixed part it reserved covers the image's DRAM region, to within the record headers of
-    gather cores the plan does not use and the alignment."""
+    """The tiered config's small DRAM holds warm rows, the boot stream (descriptors, the
+    on-chip rows' copy, TT cores per array, the MLP program) *and* the double staging buffer:
+    the plan's DRAM use plus the fixed part it reserved covers the image's DRAM footprint, to
+    within the record headers of gather cores the plan does not use, the alignment and the
+    three pages held back for the staging buffer's alignment and rounding."""
     from pathlib import Path
 
     from screc.sw.config import load_config
@@ -377,9 +386,11 @@ def test_a_plan_on_small_tiers_leaves_dram_for_the_boot_stream():
     image = read_image(device_image(cfg, doc, [c for _, c in analysed], qmodel)[0])
     dram = cfg.device.tier("dram").capacity_bytes
     reserved = dram - doc["capacity_bytes"]["dram"]
-    held = len(image.regions["dram"])
-    assert held <= dram
-    assert 0 <= doc["usage_bytes"]["dram"] + reserved - held <= 17 * 64 + 64
+    stage = image.descriptor(1)
+    assert doc["staging"]["enabled"] and stage["stage_bytes"] == doc["staging"]["bytes"] > 0
+    held = stage["base_stage"] + stage["stage_bytes"]
+    assert held <= dram and stage["base_stage"] >= len(image.regions["dram"])
+    assert 0 <= doc["usage_bytes"]["dram"] + reserved - held <= 17 * 64 + 64 + 3 * 4096
 
 
 def test_a_meta_scale_plan_at_a_gap_costs_what_evaluate_says(demo_config):
@@ -388,7 +399,7 @@ def test_a_meta_scale_plan_at_a_gap_costs_what_evaluate_says(demo_config):
     tables, stats = meta_scale(120, 1)
     inst = instance_for(demo_config.device, demo_config.numerics, tables, stats, 4096, 20000.0)
     plan = solve(inst, time_limit=30, gap=0.01)
-    score = evaluate(inst, plan.choice, plan.mix)[0]
+    score = evaluate(plan.instance, plan.choice, plan.mix)[0]
     assert plan.solver["objective"] == pytest.approx(score, rel=1e-9)
     assert plan.solver["gap"] <= 0.01
     assert plan.breakdown["ssd"] >= inst.ssd_latency_cycles  # it reads the SSD and pays for it
