@@ -26,7 +26,8 @@ def record(name, inst, wall_build):
     plan = solve(inst, time_limit=TIME_LIMIT, gap=GAP)
     wall = time.perf_counter() - t0
     base, base_choice, base_mix = greedy(inst)
-    base_cycles = max(evaluate(inst, base_choice, base_mix)[1].values())
+    direct = dataclasses.replace(inst, ssd_staged=False)  # greedy has no look-ahead
+    base_cycles = max(evaluate(direct, base_choice, base_mix)[1].values())
     rec = {"config": name, "tables": len(inst.tables), "binaries": plan.solver["binaries"],
            "solve_s": plan.solver["solve_s"], "wall_s": wall, "build_s": wall_build,
            "gap": plan.solver["gap"], "status": plan.solver["status"],
@@ -42,8 +43,10 @@ def record(name, inst, wall_build):
            "greedy_core_mix": list(base_mix),
            "speedup_vs_greedy": base_cycles / plan.cycles,
            "tt_tables": sum(1 for c in plan.choice if c[0] == "tt"),
+           "ssd_path": "staged" if plan.instance.ssd_staged else "direct",
+           "solves": plan.solver["ssd_branches"],
            "total_bytes_dense": sum(t.rows * t.row_bytes for t in inst.tables)}
-    rec["meets_goal"] = (rec["solve_s"] <= TIME_LIMIT and rec["gap"] <= GAP
+    rec["meets_goal"] = (rec["wall_s"] <= TIME_LIMIT and rec["gap"] <= GAP
                          and plan.cycles <= base_cycles and rec["objective_matches_evaluate"])
     print(f"{name}: {rec['tables']} tables, {rec['binaries']} binaries, solve {rec['solve_s']:.1f}"
           f" s, gap {rec['gap']:.3%}, {plan.cycles:,.0f} cycles/batch vs greedy "

@@ -7,12 +7,18 @@ Roofline (per query, at the config's clock): MACs (dense path + TT rebuilds of t
 tables) at two int8 MACs per DSP48E2 on every DSP of the part; each memory tier's bytes (from the
 plan's predicted lookups per tier) at the tier's bandwidth. ``roofline_qps`` is the smallest.
 
-    python benchmarks/bench_scale.py [--configs demo,mixed,criteo_kaggle] [--batch N]
+``tiered`` is simulated at two batches (the SSD's pages are shared more in a larger batch);
+``meta_856`` (the named 856-table workload, ``sw/workloads.py``) is planned, not simulated.
+SSD amplification: SSD bytes read per byte of the distinct rows the batch needs from the SSD.
+
+    python benchmarks/bench_scale.py [--configs demo,mixed,criteo_kaggle,tiered,meta_856]
+                                     [--batch N]
 """
 
 import argparse
 import json
 import sys
+import time
 
 from _common import ROOT, write_result
 
@@ -21,11 +27,15 @@ from screc.hw.tt_core import TTCoreParams
 from screc.sim.e2e import simulate
 from screc.sw.config import load_config
 from screc.sw.image import row_bytes
+from screc.sw.stats import expected_distinct_pages
+from screc.sw.workloads import plan_workload
 
 MACS_PER_DSP = 2
-BATCHES = {"demo": 256, "mixed": 256, "criteo_kaggle": 768}
-"""Simulated batch per config: criteo_kaggle's planned MLP takes 192 samples a tile, and a
+BATCHES = {"demo": (256,), "mixed": (256,), "criteo_kaggle": (768,), "tiered": (256, 4096)}
+"""Simulated batches per config: criteo_kaggle's planned MLP takes 192 samples a tile, and a
 batch of a few tiles keeps the pipeline's fill (one tile's embedding work) small."""
+PLANNED = {"meta_856": "demo"}
+"""Named workloads planned on a config's device (not simulated)."""
 
 
 def roofline(cfg, plan: dict) -> dict:
@@ -44,7 +54,13 @@ def roofline(cfg, plan: dict) -> dict:
         rb = row_bytes(table.dim, cfg.numerics.emb_bits)
         for tier in ("bram", "dram"):
             tier_bytes[tier] += pred[f"{tier}_lookups"] / batch * rb
-        tier_bytes["ssd"] += pred["ssd_lookups"] / batch * dev.tier("ssd").access_bytes
+        if plan.get("staging", {}).get("enabled"):
+            # the batch's distinct pages, written into DRAM; the staged rows read from there
+            pages = pred["ssd_pages"] / batch * dev.tier("ssd").access_bytes
+            tier_bytes["ssd"] += pages
+            tier_bytes["dram"] += pages + pred["ssd_lookups"] / batch * rb
+        else:
+            tier_bytes["ssd"] += pred["ssd_lookups"] / batch * dev.tier("ssd").access_bytes
     bounds = {"mac": MACS_PER_DSP * dev.fpga.dsps * clock / macs}
     for tier, nbytes in tier_bytes.items():
         if nbytes:
@@ -98,26 +114,91 @@ def run(name: str, batch: int) -> dict:
                           "device, where make synth has run: synthesised_device",
         "synthesised_device": synthesised_device(cfg),
         "sim_cycles_per_s": report["sim"]["cycles_per_s"],
+        "ssd": ssd_record(report, cfg),
     }
+
+
+def ssd_record(report: dict, cfg) -> dict:
+    """What the batch read from the SSD, on the plan's path: staged (the host's look-ahead:
+    distinct pages, read once each, the staging's cycles against the run's) or direct (a page
+    per SSD lookup, from the device's counters)."""
+    staging = report.get("staging")
+    if staging:
+        useful = staging["useful_bytes"]
+        return {"path": "staged", "lookups": staging["ssd_lookups"],
+                "distinct_rows": staging["distinct_rows"], "distinct_pages": staging["pages"],
+                "commands": staging["commands"], "bytes_read": staging["ssd_bytes_charged"],
+                "ssd_amplification": staging["ssd_bytes_charged"] / useful if useful else None,
+                "staging_cycles": staging["cycles"], "run_cycles": report["run_cycles"],
+                "ssd_bandwidth_util": staging["ssd_bandwidth_util"],
+                "direct_lookups": staging["direct_lookups"]}
+    ssd = report["tiers"].get("ssd", {})
+    reads = ssd.get("requests", 0)
+    return {"path": "direct", "lookups": reads, "bytes_read": ssd.get("bytes_charged", 0),
+            "ssd_amplification": ssd["bytes_charged"] / ssd["bytes"] if reads else None,
+            "note": "each SSD lookup reads its own page (no dedup); amplification per row read"}
+
+
+def planned(name: str, config: str) -> dict:
+    """A named workload planned on a config's device: projected queries/s, the SSD path, its
+    distinct pages and amplification per batch, the stage cycles, the TT tables."""
+    cfg = load_config(ROOT / "configs" / f"{config}.toml")
+    t0 = time.perf_counter()
+    plan = plan_workload(name, cfg)
+    wall = time.perf_counter() - t0
+    inst, doc = plan.instance, plan.to_dict()
+    page = inst.ssd_bytes_per_access
+    lookups = reads = useful = 0.0
+    for tab, c in zip(inst.tables, plan.choice):
+        if c[0] != "dense":
+            continue
+        b = c[2]
+        lookups += tab.lookups * (1 - tab.cov[b])
+        reads += tab.pages_at(b) if inst.ssd_staged else tab.lookups * (1 - tab.cov[b])
+        useful += expected_distinct_pages(tab.ks, tab.cov, tab.lookups, 1.0)[b] * tab.row_bytes
+    cycles = doc["predicted"]["cycles_per_batch"]
+    batch = inst.batch
+    qps = batch / (cycles / (inst.clock_mhz * 1e6))
+    rec = {"config": name, "planned_on": config, "batch": batch, "clock_mhz": inst.clock_mhz,
+           "projected_qps": qps, "cycles": cycles, "bottleneck": doc["predicted"]["bottleneck"],
+           "stages": doc["predicted"]["cycles"], "core_mix": doc["core_mix"],
+           "tt_tables": sum(1 for c in plan.choice if c[0] == "tt"), "tables": len(inst.tables),
+           "ssd": {"path": "staged" if inst.ssd_staged else "direct", "lookups": lookups,
+                   "pages_read": reads, "ssd_amplification": reads * page / useful
+                   if useful else None, "staging": doc["staging"]},
+           "plan_wall_s": wall, "gap": plan.solver["gap"], "mips": plan.solver["ssd_branches"],
+           "goal": {"qps_bar": 5000, "qps_goal": 10000, "plan_s_bar": 30, "gap_bar": 0.01}}
+    print(f"{name}: {qps:,.0f} q/s planned ({rec['ssd']['path']} SSD path, "
+          f"{rec['bottleneck']}-bound, {rec['tt_tables']} TT tables), plan {wall:.1f} s, "
+          f"gap {plan.solver['gap']:.2%}", flush=True)
+    return rec
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--configs", default="demo,mixed,criteo_kaggle")
+    ap.add_argument("--configs", default="demo,mixed,criteo_kaggle,tiered,meta_856")
     ap.add_argument("--batch", type=int, default=None,
                     help="batch for every config (default: BATCHES)")
     args = ap.parse_args(argv)
     records = []
     for name in args.configs.split(","):
-        rec = run(name, args.batch or BATCHES.get(name, 256))
-        records.append(rec)
-        print(f"{name}: MLP {rec['mlp']['rows']}x{rec['mlp']['lanes']}, "
-              f"{rec['projected_qps']:,.0f} q/s (roofline {rec['roofline_qps']:,.0f}, "
-              f"{rec['roofline_ratio']:.0%}, {rec['roofline_bound']}-bound), planner "
-              f"{rec['planner_error']:+.1%}, bit-exact {rec['bit_exact']}, "
-              f"{rec['luts']:,.0f} LUTs, {rec['dsps']:,.0f} DSPs", flush=True)
+        if name in PLANNED:
+            records.append(planned(name, PLANNED[name]))
+            continue
+        for batch in (args.batch,) if args.batch else BATCHES.get(name, (256,)):
+            records.append(_simulated(name, batch))
     write_result("scale", {"records": records})
-    return 0 if all(r["bit_exact"] for r in records) else 1
+    return 0 if all(r.get("bit_exact", True) for r in records) else 1
+
+
+def _simulated(name: str, batch: int) -> dict:
+    rec = run(name, batch)
+    print(f"{name}: MLP {rec['mlp']['rows']}x{rec['mlp']['lanes']}, "
+          f"{rec['projected_qps']:,.0f} q/s (roofline {rec['roofline_qps']:,.0f}, "
+          f"{rec['roofline_ratio']:.0%}, {rec['roofline_bound']}-bound), planner "
+          f"{rec['planner_error']:+.1%}, bit-exact {rec['bit_exact']}, "
+          f"{rec['luts']:,.0f} LUTs, {rec['dsps']:,.0f} DSPs", flush=True)
+    return rec
 
 
 if __name__ == "__main__":

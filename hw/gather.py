@@ -408,13 +408,18 @@ class GatherUnit(wiring.Component):
             m.d.comb += [resp.ready.eq(1), wr.addr.eq(q.r_data * B + beat),
                          wr.data.eq(resp.payload.data), wr.en.eq(resp.valid & q.r_rdy),
                          q.r_en.eq(0)]
+            # A response that breaks the framing (a beat with no request pending, ``last``
+            # early or missing) is counted; a row ends at its last beat or at an early
+            # ``last``, so a truncated response never leaves the pooler waiting (its missing
+            # beats are stale: the device's memory_protocol flag says the batch is not to be
+            # trusted).
             with m.If(resp.valid):
                 with m.If(~q.r_rdy | (resp.payload.last != (beat == B - 1))):
                     m.d.sync += protocol.eq(protocol + 1)
-                with m.If(beat == B - 1):
+                with m.If(q.r_rdy & ((beat == B - 1) | resp.payload.last)):
                     m.d.sync += beat.eq(0)
                     m.d.comb += [q.r_en.eq(1), dset.eq(Const(1, N) << q.r_data)]
-                with m.Else():
+                with m.Elif(q.r_rdy):
                     m.d.sync += beat.eq(beat + 1)
         m.d.comb += cnt.resp_protocol.eq(protocol)
 

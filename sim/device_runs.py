@@ -96,7 +96,8 @@ def _stage_sv(params, device) -> str:
     .clk(clk), .rst(rst), .req_valid(stage_req_valid), .req_ready(stage_req_ready),
     .req_addr(stage_req_addr), .req_len(stage_req_len), .resp_valid(stage_resp_valid),
     .resp_ready(stage_resp_ready), .resp_data(stage_resp_data), .resp_last(stage_resp_last),
-    .extra_delay_max(32'd0), .n_requests(stage__n_requests), .n_bytes(stage__n_req_bytes),
+    .extra_delay_max(32'd0), .truncate_every(32'd0),
+    .n_requests(stage__n_requests), .n_bytes(stage__n_req_bytes),
     .n_charged(stage__n_charged), .n_beats(stage__n_beats), .n_oob(stage__n_oob));"""
 
 

@@ -106,7 +106,8 @@ def run_gather(params: GatherParams, device, tables, placements, phases, seed=1,
     """``phases``: dicts with ``lookups`` (``(table, index, last, empty[, staged])``) and
     optional ``idle_prob``, ``max_idle``, ``bp_pct``, ``extra_delay`` (random extra memory
     latency, cycles) and ``desc_override`` (``{table: {field: value}}``, to corrupt a
-    descriptor). ``stage_bytes``: the image's DRAM staging buffer; ``stage``: its contents
+    descriptor), ``truncate_every`` (the SSD model truncates every Nth multi-beat response:
+    the unit must flag it, not hang). ``stage_bytes``: the image's DRAM staging buffer; ``stage``: its contents
     (:func:`staged_lookups`), loaded into the simulated DRAM before the run."""
     comp = params.create()
     image = gather_image(params, tables, placements, stage_bytes)
@@ -128,7 +129,8 @@ def run_gather(params: GatherParams, device, tables, placements, phases, seed=1,
     meta = [{"idle_prob": ph.get("idle_prob", 0.0), "max_idle": ph.get("max_idle", 4),
              "bp_pct": ph.get("bp_pct", 0), "extra_delay": ph.get("extra_delay", 0),
              "slowest_latency": slowest, "feed": "file" if feed_from_file else "driver",
-             "desc_override": {str(k): v for k, v in ph.get("desc_override", {}).items()}}
+             "desc_override": {str(k): v for k, v in ph.get("desc_override", {}).items()},
+             "truncate_every": ph.get("truncate_every", 0)}
             for ph in phases]
     p_json = {**asdict(params), "numerics": asdict(params.numerics)}
     stage_file = prepared.build_dir / "stage.bin"

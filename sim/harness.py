@@ -141,7 +141,8 @@ class Prepared:
     file_sources: tuple[str, ...] = ()
 
 
-CONTROL_GLOBS = ("rst", "*__bp_pct", "*__src_start", "*__extra_max", "host__*", "stage__start")
+CONTROL_GLOBS = ("rst", "*__bp_pct", "*__src_start", "*__extra_max", "*__truncate_every",
+                 "host__*", "stage__start")
 
 
 def public_vlt(ports: list[Port], file_sources=(), attached=()) -> str:

@@ -73,6 +73,7 @@ def memory_sv(device, ports, req_layout, resp_layout, port_bytes: int, queue: in
         plist = ", ".join(f".{k}({v})" for k, v in params.items())
         lines += [
             f"  logic [31:0] {name}__extra_max = 32'd0;",
+            f"  logic [31:0] {name}__truncate_every = 32'd0;",
             f"  longint {name}__n_requests, {name}__n_bytes, {name}__n_charged, "
             f"{name}__n_beats, {name}__n_oob;",
             f"  logic {name}__resp_valid_m, {name}__resp_last_m;",
@@ -84,7 +85,7 @@ def memory_sv(device, ports, req_layout, resp_layout, port_bytes: int, queue: in
             f"    .req_len({_slice(req_layout, 'len', f'{name}_req__payload')}),",
             f"    .resp_valid({name}__resp_valid_m), .resp_ready({name}_resp__ready),",
             f"    .resp_data({name}__resp_data_m), .resp_last({name}__resp_last_m),",
-            f"    .extra_delay_max({name}__extra_max),",
+            f"    .extra_delay_max({name}__extra_max), .truncate_every({name}__truncate_every),",
             f"    .n_requests({name}__n_requests), .n_bytes({name}__n_bytes),",
             f"    .n_charged({name}__n_charged), .n_beats({name}__n_beats),",
             f"    .n_oob({name}__n_oob));",

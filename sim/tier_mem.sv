@@ -6,6 +6,8 @@
 //   latency:   data is ready no earlier than LATENCY (+ a random 0..extra_delay_max) cycles
 //              after the request, and no earlier than its transfer has been served.
 // Counters: requests, bytes requested, bytes charged, beats returned, out-of-region reads.
+// Fault injection: with truncate_every = N > 0, every Nth response of more than one beat ends
+// after its first beat (`last` early, the rest dropped).
 module screc_tier_mem #(
     parameter integer REGION = 1,
     parameter integer PORT_BYTES = 64,
@@ -27,6 +29,7 @@ module screc_tier_mem #(
     output logic [PORT_BYTES*8-1:0]  resp_data,
     output logic                     resp_last,
     input  wire [31:0]               extra_delay_max,
+    input  wire [31:0]               truncate_every,
     output longint                   n_requests,
     output longint                   n_bytes,
     output longint                   n_charged,
@@ -43,13 +46,14 @@ module screc_tier_mem #(
     longint now = 0;
     longint bw_free = 0;
     int beat = 0;
+    longint served = 0;
     bit [1023:0] word;
 
     assign req_ready = !rst && count < QUEUE;
 
     always @(posedge clk) begin
         if (rst) begin
-            head = 0; tail = 0; count = 0; now = 0; bw_free = 0; beat = 0;
+            head = 0; tail = 0; count = 0; now = 0; bw_free = 0; beat = 0; served = 0;
             resp_valid <= 1'b0; resp_last <= 1'b0;
             n_requests <= 0; n_bytes <= 0; n_charged <= 0; n_beats <= 0; n_oob <= 0;
         end else begin
@@ -73,7 +77,11 @@ module screc_tier_mem #(
                 if (resp_valid) n_beats <= n_beats + 1;
                 if (count > 0 && now >= q_ready[head]) begin
                     int left, nb, oob;
+                    bit cut;
                     left = q_len[head] - beat * PORT_BYTES;
+                    cut = truncate_every != 0 && beat == 0 && left > PORT_BYTES
+                          && (served % truncate_every) == truncate_every - 1;
+                    if (cut) left = PORT_BYTES;
                     nb = left < PORT_BYTES ? left : PORT_BYTES;
                     oob = screc_image_read(REGION, q_addr[head] + beat * PORT_BYTES, nb, word);
                     if (oob != 0) n_oob <= n_oob + 1;
@@ -82,6 +90,7 @@ module screc_tier_mem #(
                     resp_last <= (left <= PORT_BYTES);
                     if (left <= PORT_BYTES) begin
                         beat = 0;
+                        served = served + 1;
                         head = (head + 1) % QUEUE;
                         count = count - 1;
                     end else begin

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from .baselines import DEFAULT_BATCHES
 from .config import ConfigError, load_config
+from .planner import PlanError
+from .workloads import META_BATCH, WORKLOADS, plan_workload
 
 __all__ = ["main"]
 
@@ -128,6 +130,8 @@ def cmd_plan(args) -> int:
     from .stats import analyse_npz, synthetic_traces, write_traces
 
     cfg = load_config(args.config)
+    if args.workload:
+        return _plan_named_workload(cfg, args)
     traces = Path(args.traces) if args.traces else None
     if traces is None:
         traces = Path("build/traces") / f"{cfg.model.name}-{cfg.hash}.npz"
@@ -192,6 +196,29 @@ def cmd_plan(args) -> int:
         blob = device_image(cfg, plan.to_dict(), [c for _, c in analysed], qmodel)[0]
         Path(args.image).write_bytes(blob)
         print(f"  image written to {args.image} ({_fmt_bytes(len(blob))})")
+    return 0
+
+
+def _plan_named_workload(cfg, args) -> int:
+    batch = args.batch if args.batch != 256 else META_BATCH
+    print(f"[plan] workload {args.workload} on {cfg.device.name}, batch {batch}", flush=True)
+    plan = plan_workload(args.workload, cfg, batch, time_limit=args.time_limit, gap=args.gap)
+    out = plan.to_dict()
+    out["workload"] = args.workload
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.output).write_text(json.dumps(out, indent=2))
+    pred, sol = out["predicted"], plan.solver
+    tt = sum(1 for t in out["tables"] if t["placement"] == "tt")
+    qps = batch / (pred["cycles_per_batch"] / (cfg.device.clock_mhz * 1e6))
+    print(f"  {sol['solver']}: {sol['sol_status']}, {sol['binaries']} binaries, "
+          f"{sol['solve_s']:.1f} s, gap {sol['gap']:.2%}, {sol['ssd_branches']} MIPs")
+    print(f"  {len(out['tables'])} tables, {tt} TT; SSD path: "
+          f"{'staged' if out['staging']['enabled'] else 'direct'}; core mix "
+          f"{plan.mix[0]} gather cores, {plan.mix[1]} TT arrays")
+    print(f"  predicted: {pred['cycles_per_batch']:,.0f} cycles per batch of {batch} = "
+          f"{qps:,.0f} queries/s at {cfg.device.clock_mhz:g} MHz, bottleneck "
+          f"{pred['bottleneck']}")
+    print(f"  plan written to {args.output}")
     return 0
 
 
@@ -470,6 +497,9 @@ def main(argv=None) -> int:
     plan.add_argument("--synthetic-batches", type=int, default=8)
     plan.add_argument("--time-limit", type=float, default=60.0)
     plan.add_argument("--gap", type=float, default=0.005)
+    plan.add_argument("--workload", choices=sorted(WORKLOADS),
+                      help="plan a named workload (its own tables and statistics) on the "
+                           "config's device instead of the config's model")
     plan.set_defaults(func=cmd_plan)
 
     syn = sub.add_parser("synth", help="resource and Fmax estimates of every core")
@@ -499,7 +529,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, ValueError) as e:
+    except (ConfigError, PlanError, ValueError) as e:
         print(f"screc: {e}", file=sys.stderr)
         return 2
 

@@ -66,6 +66,7 @@ class StagedBatch:
         return {"ssd_lookups": self.ssd_lookups, "distinct_rows": self.distinct_rows,
                 "pages": self.pages, "commands": int(len(self.commands)),
                 "direct_lookups": self.direct_lookups, "ssd_bytes": self.ssd_bytes,
+                "useful_bytes": self.row_bytes_read,
                 "ssd_amplification": self.amplification}
 
 

@@ -668,7 +668,9 @@ def brute_force(inst: Instance):
 def greedy(inst: Instance):
     """TorchRec-style baseline: every table dense (a table pinned to TT takes its smallest TT
     option, on chip first), rows placed hottest-first by access density (accesses per byte)
-    into BRAM, then DRAM, the rest on the SSD; then the best core mix for that placement."""
+    into BRAM, then DRAM, the rest on the SSD; then the best core mix for that placement. On
+    the direct SSD path (no look-ahead): cost it with ``replace(inst, ssd_staged=False)``."""
+    inst = replace(inst, ssd_staged=False)
     pinned = {t: min(range(len(tab.tt_options)), key=lambda i: tab.tt_options[i][1])
               for t, tab in enumerate(inst.tables) if not tab.dense_allowed}
     segments = []

@@ -10,10 +10,11 @@ dot-interaction DLRM (dims differ), so it is planned with an MLP cost given by t
 import numpy as np
 
 from .config import TableConfig, TTConfig
+from .planner import PlanError, instance_for, solve
 from .stats import zipf_coverage
 from .tt import suggested_q_shapes, suggested_tt_shapes
 
-__all__ = ["meta_scale", "WORKLOADS"]
+__all__ = ["meta_scale", "WORKLOADS", "plan_workload", "WORKLOAD_MLP_CYCLES"]
 
 META_BATCH = 4096
 """The batch the Meta-scale workload is planned for."""
@@ -42,3 +43,18 @@ def meta_scale(tables: int = 856, seed: int = 0):
 
 WORKLOADS = {"meta_856": lambda: meta_scale(856, 0)}
 """Workloads by name: each gives ``(table configs, TableStats)``."""
+
+WORKLOAD_MLP_CYCLES = 20_000.0
+"""MLP cycles per batch the named workloads are planned with (they are not dot-interaction
+DLRMs the MLP core's program can be compiled for): a small share of a batch's time."""
+
+
+def plan_workload(name: str, cfg, batch: int = META_BATCH, time_limit: float = 30.0,
+                  gap: float = 0.01):
+    """The shard-map plan of the named workload on ``cfg``'s device and numerics (its tables
+    and statistics from :data:`WORKLOADS`, the MLP at :data:`WORKLOAD_MLP_CYCLES`)."""
+    if name not in WORKLOADS:
+        raise PlanError(f"workload {name!r}: unknown, not one of {sorted(WORKLOADS)}")
+    tables, stats = WORKLOADS[name]()
+    inst = instance_for(cfg.device, cfg.numerics, tables, stats, batch, WORKLOAD_MLP_CYCLES)
+    return solve(inst, time_limit=time_limit, gap=gap)

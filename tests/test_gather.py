@@ -80,6 +80,25 @@ def test_gather_reads_staged_rows_from_the_dram_buffer(demo_config):
 
 
 @pytest.mark.sim
+def test_truncated_ssd_responses_are_flagged_without_a_hang(demo_config):
+    """Rows of two port beats; the SSD model ends every 5th response after its first beat: the
+    unit counts each (``resp_protocol``, which the device reports as ``memory_protocol``),
+    still closes every bag, and then serves a clean phase bit-exact."""
+    params = CONFIGS["port32_dim32_out128_2beats"]
+    assert params.beats_per_row == 2
+    tables, places = _setup(params, seed=21)
+    device = with_tier_latency(demo_config.device, dram=400.0, ssd=1000.0)
+    faulty = bag_lookups(params, tables[:5], 400, seed=22, max_len=4)
+    clean = bag_lookups(params, tables[:5], 300, seed=23, max_len=4)
+    result = run_gather(params, device, tables[:5], places, [
+        {"lookups": faulty, "bp_pct": 20, "truncate_every": 5},
+        {"lookups": clean, "bp_pct": 20}])
+    bad, good = result.report["phases"]
+    assert bad["tier_rows"]["ssd"] >= 25 and bad["counters"]["resp_protocol"] > 0
+    assert good["counters"]["resp_protocol"] == 0
+
+
+@pytest.mark.sim
 def test_gather_with_the_device_ssd_latency(demo_config):
     params = CONFIGS["port64_dim32_out64"]
     tables, places = _setup(params, seed=6)
