@@ -502,10 +502,14 @@ def test_ssd_reads_cost_the_longer_of_their_page_and_the_drives_read_slot(demo_c
                   for t in demo_config.device.tiers)
     small = dataclasses.replace(demo_config, device=dataclasses.replace(
         demo_config.device, tiers=tiers))
-    inst = build_instance(small, stats, 256)
+    inst = dataclasses.replace(build_instance(small, stats, 256), ssd_staged=False)
     assert inst.ssd_cycles_per_access == pytest.approx(250.0)
     loads = [TableLoad(ssd=1000.0)] + [TableLoad()] * (len(inst.tables) - 1)
     assert stage_cycles(inst, loads, 1)["ssd"] == pytest.approx(250_000.0)
+    # staged, the drive reads the distinct pages, at the read slot or the queue's pace
+    staged = dataclasses.replace(inst, ssd_staged=True, ssd_queue_cycles=300.0)
+    pages = [TableLoad(ssd=1000.0, ssd_pages=400.0)] + [TableLoad()] * (len(inst.tables) - 1)
+    assert stage_cycles(staged, pages, 1)["ssd"] == pytest.approx(400 * 300.0)
     unlimited = dataclasses.replace(inst, ssd_read_slot_cycles=0.0)
     assert stage_cycles(unlimited, loads, 1)["ssd"] == pytest.approx(
         max(1000 * 512 / 12.0, inst.ssd_latency_cycles))
