@@ -7,9 +7,9 @@ from amaranth.lib.wiring import In, Out
 
 from screc.sw.image import (
     DESCRIPTOR_FIELDS,
-    decode_row,
     DESCRIPTOR_MAGIC,
     KIND_DENSE,
+    decode_row,
     row_bytes,
 )
 from screc.sw.numerics import NumericsConfig, signed_bits_for
@@ -175,9 +175,10 @@ class GatherUnit(wiring.Component):
 
     ``desc`` loads table descriptors (image format, checked on load: magic, dense kind, dim,
     row size, thresholds, BRAM bounds); ``bram_load`` fills the on-chip tier (one port-wide
-    word per transfer). Each ``lookup`` ``(table, index, last, empty)`` resolves its tier by the
-    descriptor's thresholds (the host has renumbered rows hottest-first): index < thr_bram reads
-    the on-chip tier, < thr_dram the ``dram`` port, else the ``ssd`` port. A ``staged`` lookup
+    word per transfer). Each ``lookup`` ``(table, index, last, empty, staged)`` resolves its
+    tier by the descriptor's thresholds (the host has renumbered rows hottest-first): index <
+    thr_bram reads the on-chip tier, < thr_dram the ``dram`` port, else the ``ssd`` port. A
+    ``staged`` lookup
     reads the ``dram`` port at ``base_stage + index``: the host copied its SSD page into the
     staging buffer ahead of the batch (``sw/lookahead.py``). Requests carry a byte
     address and length; responses return in order per port. Up to ``outstanding`` rows are in

@@ -107,8 +107,9 @@ def run_gather(params: GatherParams, device, tables, placements, phases, seed=1,
     optional ``idle_prob``, ``max_idle``, ``bp_pct``, ``extra_delay`` (random extra memory
     latency, cycles) and ``desc_override`` (``{table: {field: value}}``, to corrupt a
     descriptor), ``truncate_every`` (the SSD model truncates every Nth multi-beat response:
-    the unit must flag it, not hang). ``stage_bytes``: the image's DRAM staging buffer; ``stage``: its contents
-    (:func:`staged_lookups`), loaded into the simulated DRAM before the run."""
+    the unit must flag it, not hang). ``stage_bytes``: the image's DRAM staging buffer;
+    ``stage``: its contents (:func:`staged_lookups`), loaded into the simulated DRAM before
+    the run."""
     comp = params.create()
     image = gather_image(params, tables, placements, stage_bytes)
     extra = memory_sv(device, ("dram", "ssd"), comp.req_layout, comp.resp_layout,
