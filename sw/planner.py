@@ -46,7 +46,8 @@ __all__ = ["CoreCosts", "load_core_costs", "device_glue", "resource_generator_ha
            "Instance", "build_instance", "instance_for", "evaluate", "solve", "greedy",
            "brute_force", "ssd_paths", "ShardPlan", "pipeline_cycles", "choice_from_dict",
            "TableLoad", "stage_cycles", "TIERS", "TTOption", "RESOURCES", "mlp_usage",
-           "tt_array_usage", "tt_lanes_for_rank", "plan_device", "shrink", "MLP_SHAPES", "MAX_TT_REPLICAS"]
+           "tt_array_usage", "tt_lanes_for_rank", "plan_device", "shrink", "MLP_SHAPES",
+           "MAX_TT_REPLICAS"]
 
 TIERS = ("bram", "dram", "ssd")
 RESOURCES = ("luts", "dsps", "bram_kbits")
