@@ -132,6 +132,7 @@ def cmd_plan(args) -> int:
     cfg = load_config(args.config)
     if args.workload:
         return _plan_named_workload(cfg, args)
+    args.batch = args.batch or 256
     traces = Path(args.traces) if args.traces else None
     if traces is None:
         traces = Path("build/traces") / f"{cfg.model.name}-{cfg.hash}.npz"
@@ -200,7 +201,7 @@ def cmd_plan(args) -> int:
 
 
 def _plan_named_workload(cfg, args) -> int:
-    batch = args.batch if args.batch != 256 else META_BATCH
+    batch = args.batch or META_BATCH
     print(f"[plan] workload {args.workload} on {cfg.device.name}, batch {batch}", flush=True)
     plan = plan_workload(args.workload, cfg, batch, time_limit=args.time_limit, gap=args.gap)
     out = plan.to_dict()
@@ -493,7 +494,8 @@ def main(argv=None) -> int:
     plan.add_argument("--traces", help=".npz trace (default: a generated synthetic trace)")
     plan.add_argument("-o", "--output", default="build/plan/plan.json")
     plan.add_argument("--image", help="also write the device memory image here")
-    plan.add_argument("--batch", type=int, default=256)
+    plan.add_argument("--batch", type=int, default=None,
+                      help="queries per batch (default 256; a --workload's own, 4,096)")
     plan.add_argument("--synthetic-batches", type=int, default=8)
     plan.add_argument("--time-limit", type=float, default=60.0)
     plan.add_argument("--gap", type=float, default=0.005)

@@ -56,3 +56,19 @@ def test_bad_config_is_reported_not_raised(tmp_path, capsys):
     bad.write_text("[model]\nname = 'x'\n")
     assert main(["demo", str(bad)]) == 2
     assert "bad.toml: model.dense_features" in capsys.readouterr().err
+
+
+def test_plan_runs_a_named_workload(tmp_path, capsys, monkeypatch):
+    """``screc plan --workload NAME`` plans a workload of sw/workloads.py (here a 12-table
+    Meta-scale model standing in for meta_856) on the config's device and writes the plan."""
+    from screc.sw.workloads import WORKLOADS, meta_scale
+
+    monkeypatch.setitem(WORKLOADS, "meta_12", lambda: meta_scale(12, 3))
+    out = tmp_path / "plan.json"
+    assert main(["plan", "configs/demo.toml", "--workload", "meta_12", "-o", str(out),
+                 "--batch", "1024", "--time-limit", "20"]) == 0
+    plan = json.loads(out.read_text())
+    assert plan["workload"] == "meta_12" and plan["batch"] == 1024 and len(plan["tables"]) == 12
+    assert "queries/s at 250 MHz" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["plan", "configs/demo.toml", "--workload", "nope"])
