@@ -17,6 +17,7 @@ SSD amplification: SSD bytes read per byte of the distinct rows the batch needs 
 
 import argparse
 import json
+import subprocess
 import sys
 import time
 
@@ -187,8 +188,31 @@ def main(argv=None) -> int:
             continue
         for batch in (args.batch,) if args.batch else BATCHES.get(name, (256,)):
             records.append(_simulated(name, batch))
-    write_result("scale", {"records": records})
+    write_result("scale", {"records": _merged(records)})
     return 0 if all(r.get("bit_exact", True) for r in records) else 1
+
+
+def _merged(records: list) -> list:
+    """The new records, and those of the previous scale.json for configs and batches not run
+    this time (each record says when and at which commit it was measured)."""
+    stamp = {"measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+             "commit": _commit()}
+    records = [{**r, **stamp} for r in records]
+    path = ROOT / "build" / "bench" / "scale.json"
+    done = {(r["config"], r.get("batch")) for r in records}
+    try:
+        old = json.loads(path.read_text())["records"]
+    except (OSError, ValueError, KeyError):
+        old = []
+    return [r for r in old if (r["config"], r.get("batch")) not in done] + records
+
+
+def _commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                              capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
 
 
 def _simulated(name: str, batch: int) -> dict:
