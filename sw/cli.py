@@ -431,6 +431,13 @@ def cmd_sim(args) -> int:
         bw = f", {tier['bandwidth_util']:.1%} of its bandwidth" if "bandwidth_util" in tier \
             else ""
         print(f"  {name:<9} {tier['requests']:>8,} reads, {_fmt_bytes(tier['bytes'])}{bw}")
+    stg = report.get("staging")
+    if stg:
+        print(f"  staging  {stg['ssd_lookups']:>8,} SSD lookups, {stg['distinct_rows']:,} "
+              f"distinct rows on {stg['pages']:,} pages ({stg['commands']:,} reads, "
+              f"{stg['ssd_amplification']:.1f} bytes per useful byte) staged in "
+              f"{stg['cycles']:,} cycles ({stg['ssd_bandwidth_util']:.1%} of the SSD's "
+              f"bandwidth); the run itself {report['run_cycles']:,} cycles")
     print(f"  planner: {pl['predicted_for_batch']:,.0f} cycles for this batch's lookups "
           f"({pl['bottleneck']}-bound), error {pl['error']:+.1%} against the simulation; "
           f"{pl['predicted_cycles']:,.0f} from the trace statistics "
