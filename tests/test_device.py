@@ -18,6 +18,7 @@ from screc.sw.device import (
     BOOT_TT,
     FLAGS,
     LOOKUP_BYTES,
+    STAGED_BIT,
     STATUS_MAGIC,
     DeviceModel,
     flag_names,
@@ -89,13 +90,18 @@ def test_planned_criteo_device_is_bit_exact_and_the_planner_within_ten_percent()
     _run_checked(setup, seed=5, name="device_criteo")
 
 
-def test_tiered_device_stages_the_ssd_pages_end_to_end_bit_exact():
+@pytest.fixture(scope="module")
+def tiered():
+    return prepare_device(load_config(CONFIGS / "tiered.toml"), log=lambda *a: None)
+
+
+def test_tiered_device_stages_the_ssd_pages_end_to_end_bit_exact(tiered):
     """configs/tiered.toml puts item_id's cold tail on the SSD and the host stages each batch's
     pages into DRAM (sw/lookahead.py, sim/stage_dma.sv): every logit matches, the SSD model
     serves each distinct page once (one command per run of pages), the gather cores read the
     staged rows from DRAM and never the SSD, and the planner's batch time (the staging
     overlapping the previous batch's compute) is within 10% of the simulated one."""
-    setup = prepare_device(load_config(CONFIGS / "tiered.toml"), log=lambda *a: None)
+    setup = tiered
     assert setup.plan["staging"]["enabled"]
     _, dense_q, bags = make_batch(setup, 64, seed=3, corners=True)
     expected, flags, bad = _expect(setup, dense_q, bags)
@@ -114,6 +120,47 @@ def test_tiered_device_stages_the_ssd_pages_end_to_end_bit_exact():
     predicted = predict_batch(setup, bags)
     assert predicted["bottleneck"] == "ssd"
     assert abs(predicted["cycles"] - batch_cycles) / batch_cycles < 0.10, (predicted, batch_cycles)
+
+
+def test_bad_staged_records_are_flagged_and_pool_to_zero(tiered):
+    """A staged offset one byte past the last whole row of the staging buffer, and a TT
+    table's record marked staged: the router flags both bags ``bad_index``, they pool to
+    zeros, every other logit is exact."""
+    setup = tiered
+    routes = setup.params.routes
+    tt_t = next(t for t, r in enumerate(routes) if r.kind == "tt")
+    stage_bytes = read_image(setup.image).descriptor(
+        next(t for t, r in enumerate(routes) if r.kind == "dense"))["stage_bytes"]
+    _, dense_q, bags = make_batch(setup, 16, seed=9)
+    hit = {}
+
+    def corrupt(blob, layout):
+        blob = bytearray(blob)
+        start = layout.lookup_addr - layout.base
+        recs = np.frombuffer(bytes(blob[start:start + layout.lookups * LOOKUP_BYTES]), "<u8")
+        sample = table = 0
+        for i, rec in enumerate(recs.tolist()):
+            t, row = rec >> 32 & 0xFFFF, not rec >> 49 & 1
+            if "stage" not in hit and rec >> STAGED_BIT & 1:
+                hit["stage"] = (t, sample)
+                rec = (rec & ~0xFFFFFFFF) | (stage_bytes - setup.params.gather[0].row_bytes + 1)
+            elif "tt" not in hit and t == tt_t and row:
+                hit["tt"] = (t, sample)
+                rec |= 1 << STAGED_BIT
+            blob[start + 8 * i:start + 8 * i + 8] = rec.to_bytes(8, "little")
+            if rec >> 48 & 1:
+                table += 1
+                if table == len(routes):
+                    sample, table = sample + 1, 0
+        return bytes(blob)
+
+    run = run_device(setup, dense_q, bags, name="device_tiered", batch_patch=corrupt)
+    assert set(hit) == {"stage", "tt"}
+    _, _, bad_bags = make_batch(setup, 16, seed=9, bad=list(hit.values()))
+    expected, flags, bad = _expect(setup, dense_q, bad_bags)
+    assert bad == 2 and flags == 1 << FLAGS["bad_index"]
+    assert run.status["flags"] == flags and run.status["bad_bags"] == 2
+    np.testing.assert_array_equal(run.logits, expected)
 
 
 def test_tiered_device_reads_the_ssd_directly_bit_exact():
