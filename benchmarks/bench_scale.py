@@ -167,7 +167,9 @@ def planned(name: str, config: str) -> dict:
            "ssd": {"path": "staged" if inst.ssd_staged else "direct", "lookups": lookups,
                    "pages_read": reads, "ssd_amplification": reads * page / useful
                    if useful else None, "staging": doc["staging"]},
-           "plan_wall_s": wall, "gap": plan.solver["gap"], "mips": plan.solver["ssd_branches"],
+           "plan_wall_s": wall, "plan_wall_includes": "generating the workload's statistics",
+           "gap": plan.solver["gap"], "mips": plan.solver["ssd_branches"],
+           "fallback": plan.solver.get("fallback"),
            "goal": {"qps_bar": 5000, "qps_goal": 10000, "plan_s_bar": 30, "gap_bar": 0.01}}
     print(f"{name}: {qps:,.0f} q/s planned ({rec['ssd']['path']} SSD path, "
           f"{rec['bottleneck']}-bound, {rec['tt_tables']} TT tables), plan {wall:.1f} s, "

@@ -1059,7 +1059,28 @@ def solve(inst: Instance, time_limit: float = 60.0, gap: float = 0.005, msg=Fals
         raise PlanError(f"no feasible shard map: {_diagnose(inst, time_limit)}")
     best = min(plans, key=lambda p: p.solver["objective"])
     best.solver["ssd_branches"] = solved
+    if best.solver["gap"] > gap:
+        # stopped by the time limit far from the bound: never worse than the hottest-first
+        # baseline (the 856-table instance's SSD branch can stop at 5x the optimum)
+        fallback = _greedy_plan(direct, best.solver)
+        if fallback is not None and fallback.cycles < best.cycles:
+            return fallback
     return best
+
+
+def _greedy_plan(inst: Instance, solver: dict) -> "ShardPlan | None":
+    """:func:`greedy`'s plan as a :class:`ShardPlan`, its solver record saying so."""
+    try:
+        score, choice, mix = greedy(inst)
+    except PlanError:
+        return None
+    _, parts, use = evaluate(inst, choice, mix)
+    # the MIP's lower bound, from its incumbent and gap, against the fallback's cost
+    bound = solver["mip_objective"] * (1 - solver["gap"])
+    return ShardPlan(inst, tuple(choice), tuple(mix), max(parts.values()), parts, use, {
+        **solver, "fallback": "greedy: the MIP stopped at the time limit with a worse plan",
+        "mip_plan_objective": solver["objective"], "objective": score, "score": score,
+        "mip_objective": score, "gap": max(0.0, (score - bound) / score)})
 
 
 def _ssd_branch_floor(inst: Instance) -> float:

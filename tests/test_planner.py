@@ -531,3 +531,28 @@ def test_stage_cycles_is_the_one_cycle_model():
     assert even["router"] == 77.0 and stage_cycles(inst, loads, 2, records=9)["router"] == 9.0
     tt = stage_cycles(inst, [TableLoad(tt=100, tt_cycles=3.0), TableLoad(dram=1)], 1)
     assert tt["tt"] == 300.0 and tt["mlp"] == 100.0
+
+
+def test_a_solve_stopped_far_from_its_bound_falls_back_to_greedy(monkeypatch):
+    """When the time limit stops HiGHS with an incumbent worse than the hottest-first baseline
+    (the 856-table SSD branch stopped at 5x its bound), ``solve`` returns the baseline, says so,
+    and reports its gap against the MIP's bound."""
+    from screc.sw import planner as pl
+
+    inst = _random_instance(3, 4, {"bram": 80_000, "dram": 300_000, "ssd": 10**9})
+    base = greedy(inst)[0]
+    real = pl._plan_of
+
+    def stopped(*args, **kwargs):
+        plan = real(*args, **kwargs)
+        plan.cycles = 5 * base
+        plan.solver.update(objective=5 * base, mip_objective=5 * base, gap=0.9)
+        return plan
+
+    monkeypatch.setattr(pl, "_plan_of", stopped)
+    plan = solve(inst, time_limit=10, gap=0.01)
+    assert plan.solver["fallback"].startswith("greedy")
+    assert plan.cycles == pytest.approx(evaluate(plan.instance, plan.choice, plan.mix)[0],
+                                        rel=1e-2)
+    assert plan.solver["gap"] == pytest.approx(1 - 0.5 * base / plan.solver["score"] * 1.0,
+                                               rel=1e-6)
