@@ -7,7 +7,7 @@ import numpy as np
 from screc.hw.gather import GatherParams
 from screc.hw.ram import RTL_SOURCES
 from screc.sw.golden import QuantTable
-from screc.sw.device import STAGED_BIT
+from screc.sw.device import lookup_columns, lookup_record
 from screc.sw.image import KIND_DENSE, build_image, read_image
 from screc.sw.lookahead import stage_batch, stage_contents
 from screc.sw.model import zipf_indices
@@ -84,7 +84,7 @@ def staged_lookups(lookups, image_blob: bytes, page_bytes: int = 4096, bad_rate:
     share of staged lookups given an offset outside the buffer (the unit must flag them)."""
     image = read_image(image_blob)
     descs = [image.descriptor(t) for t in range(len(image.descriptors))]
-    records = np.array([(i & 0xFFFFFFFF) | t << 32 | last << 48 | empty << 49
+    records = np.array([lookup_record(i & 0xFFFFFFFF, t, last, empty)
                         for t, i, last, empty in lookups], dtype=np.uint64)
     staged = stage_batch(records, descs, page_bytes=page_bytes)
     dense = next(d for d in descs if d["kind"] == KIND_DENSE)
@@ -92,9 +92,10 @@ def staged_lookups(lookups, image_blob: bytes, page_bytes: int = 4096, bad_rate:
                            dense["stage_bytes"])
     rng = np.random.default_rng(seed)
     out = []
-    for (t, i, last, empty), rec in zip(lookups, staged.records.tolist()):
-        flag = rec >> STAGED_BIT & 1
-        index = rec & 0xFFFFFFFF if flag else i
+    cols = lookup_columns(staged.records)
+    for (t, i, last, empty), flag, staged_index in zip(lookups, cols["staged"].tolist(),
+                                                       cols["index"].tolist()):
+        index = staged_index if flag else i
         if flag and rng.random() < bad_rate:
             index = int(rng.integers(dense["stage_bytes"] - 16, 1 << 32))
         out.append((t, index, last, empty, flag))

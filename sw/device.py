@@ -26,7 +26,8 @@ from .bits import lane_words, pack_columns, pack_fields, unpack_fields
 
 __all__ = ["BOOT_HEADER_FIELDS", "BATCH_HEADER_FIELDS", "LOOKUP_FIELDS", "STATUS_FIELDS",
            "BOOT_END", "BOOT_DESC", "BOOT_BRAM", "BOOT_TT", "BOOT_MLP", "BATCH_MAGIC",
-           "STATUS_MAGIC", "FLAGS", "flag_names", "BatchLayout", "boot_record_bytes", "STAGED_BIT"]
+           "STATUS_MAGIC", "FLAGS", "flag_names", "BatchLayout", "boot_record_bytes", "STAGED_BIT",
+           "LOOKUP_SHIFT", "lookup_record", "lookup_columns"]
 
 BOOT_END, BOOT_DESC, BOOT_BRAM, BOOT_TT, BOOT_MLP = 0, 1, 2, 3, 4
 BOOT_HEADER_FIELDS = (("target", 8), ("sub", 8), ("reserved", 16), ("count", 32),
@@ -40,7 +41,10 @@ LOOKUP_FIELDS = (("index", 32), ("table", 16), ("last", 1), ("empty", 1), ("stag
                  ("reserved", 13))
 """A lookup record. ``staged``: the row was copied from the SSD into the DRAM staging buffer
 ahead of the batch (``sw/lookahead.py``) and ``index`` is its byte offset there."""
-STAGED_BIT = 50
+LOOKUP_SHIFT = {name: sum(bits for _, bits in LOOKUP_FIELDS[:i])
+                for i, (name, _) in enumerate(LOOKUP_FIELDS)}
+"""Bit position of each lookup-record field."""
+STAGED_BIT = LOOKUP_SHIFT["staged"]
 LOOKUP_BYTES = 8
 STATUS_FIELDS = (("magic", 32), ("flags", 32), ("samples", 32), ("tiles", 32), ("cycles", 64),
                  ("lookups", 32), ("bags", 32), ("bad_bags", 32), ("reserved", 32))
@@ -117,6 +121,19 @@ def _align(n: int, a: int) -> int:
     return -(-n // a) * a
 
 
+def lookup_record(index: int, table: int, last=False, empty=False, staged=False) -> int:
+    """One lookup record (:data:`LOOKUP_FIELDS`) as an integer."""
+    return pack_fields(LOOKUP_FIELDS, {"index": index, "table": table, "last": last,
+                                       "empty": empty, "staged": staged})
+
+
+def lookup_columns(records) -> dict:
+    """Lookup records (uint64) -> one int64 array per field of :data:`LOOKUP_FIELDS`."""
+    recs = np.asarray(records, dtype=np.uint64)
+    return {name: ((recs >> np.uint64(LOOKUP_SHIFT[name])) & np.uint64((1 << bits) - 1))
+            .astype(np.int64) for name, bits in LOOKUP_FIELDS}
+
+
 def lookup_records(bags, remap=None) -> np.ndarray:
     """Lookup records (uint64) of per-table :class:`screc.sw.golden.BagBatch`\\ es in the
     device's order (sample-major, then table). ``remap[t]``: the address remapper's
@@ -141,10 +158,10 @@ def lookup_records(bags, remap=None) -> np.ndarray:
         for t, (idx, off) in enumerate(cols):
             lo, hi = int(off[s]), int(off[s + 1]) if s + 1 < len(off) else idx.size
             if hi == lo:
-                out.append(t << 32 | 1 << 48 | 1 << 49)
+                out.append(lookup_record(0, t, last=True, empty=True))
                 continue
             for j in range(lo, hi):
-                out.append(int(idx[j]) | t << 32 | int(j == hi - 1) << 48)
+                out.append(lookup_record(int(idx[j]), t, last=j == hi - 1))
     return np.array(out, dtype=np.uint64)
 
 

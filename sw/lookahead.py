@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .device import STAGED_BIT
+from .device import LOOKUP_FIELDS, LOOKUP_SHIFT, STAGED_BIT, lookup_columns
 from .image import KIND_DENSE
 
 __all__ = ["StagedBatch", "stage_batch", "stage_contents", "STAGE_COMMAND_BYTES"]
@@ -34,7 +34,7 @@ STAGE_COMMAND_BYTES = 32768
 """Largest read command the host issues (the tier model's 16-bit request length; an NVMe
 drive's maximum transfer is typically 128 KiB or more)."""
 
-_INDEX_MASK = (1 << 32) - 1
+_INDEX_MASK = ((1 << dict(LOOKUP_FIELDS)["index"]) - 1) << LOOKUP_SHIFT["index"]
 
 
 @dataclass(frozen=True)
@@ -94,10 +94,9 @@ def stage_batch(records, descriptors, *, page_bytes: int, half: int = 0,
         raise ValueError(f"stage_batch: half must be 0 or 1, not {half!r}")
     recs = np.asarray(records, dtype=np.uint64).copy()
     n_tables = len(descriptors)
-    index = (recs & np.uint64(_INDEX_MASK)).astype(np.int64)
-    table = ((recs >> np.uint64(32)) & np.uint64(0xFFFF)).astype(np.int64)
-    empty = ((recs >> np.uint64(49)) & np.uint64(1)).astype(bool)
-    staged_in = ((recs >> np.uint64(STAGED_BIT)) & np.uint64(1)).astype(bool)
+    cols = lookup_columns(recs)
+    index, table = cols["index"], cols["table"]
+    empty, staged_in = cols["empty"].astype(bool), cols["staged"].astype(bool)
     if staged_in.any():
         raise ValueError(f"stage_batch: record {int(np.flatnonzero(staged_in)[0])} is already "
                          "staged")
@@ -119,10 +118,13 @@ def stage_batch(records, descriptors, *, page_bytes: int, half: int = 0,
     is_ssd = known & (dense == 1) & (index >= thr) & (index < rows)
     ssd_lookups = int(is_ssd.sum())
     half_bytes = (stage_bytes or 0) // 2 // page_bytes * page_bytes
-    empty_batch = StagedBatch(recs, np.zeros((0, 3), dtype=np.int64), ssd_lookups, 0, 0,
-                              ssd_lookups, page_bytes, 0)
+
+    def unstaged(distinct_rows=0, distinct_bytes=0):  # every SSD lookup keeps the direct path
+        return StagedBatch(recs, np.zeros((0, 3), dtype=np.int64), ssd_lookups, distinct_rows,
+                           0, ssd_lookups, page_bytes, distinct_bytes)
+
     if ssd_lookups == 0:
-        return empty_batch
+        return unstaged()
     addr = base + (index - thr) * rb
     pos = np.flatnonzero(is_ssd)
     uniq_addr, inverse, counts = np.unique(addr[pos], return_inverse=True, return_counts=True)
@@ -132,8 +134,7 @@ def stage_batch(records, descriptors, *, page_bytes: int, half: int = 0,
     last = (uniq_addr + uniq_rb - 1) // page_bytes
     distinct_bytes = int(uniq_rb.sum())
     if half_bytes == 0:
-        return StagedBatch(recs, np.zeros((0, 3), dtype=np.int64), ssd_lookups,
-                           int(uniq_addr.size), 0, ssd_lookups, page_bytes, distinct_bytes)
+        return unstaged(int(uniq_addr.size), distinct_bytes)
     # Pages ranked by the lookups of the rows that start on them; a row is staged when every
     # page it touches is (its pages are consecutive, so they land in one run). Rows are sorted
     # by address, so each page's rows are one slice.
@@ -152,8 +153,7 @@ def stage_batch(records, descriptors, *, page_bytes: int, half: int = 0,
                 picked |= need
         chosen = np.array(sorted(picked), dtype=np.int64)
     if chosen.size == 0:
-        return StagedBatch(recs, np.zeros((0, 3), dtype=np.int64), ssd_lookups,
-                           int(uniq_addr.size), 0, ssd_lookups, page_bytes, distinct_bytes)
+        return unstaged(int(uniq_addr.size), distinct_bytes)
     # Runs of consecutive pages, laid out one after another in the half buffer: page
     # chosen[i] lands at slot[i].
     slot = half * half_bytes + np.arange(chosen.size, dtype=np.int64) * page_bytes
