@@ -19,7 +19,15 @@ from screc.sw.image import KIND_DENSE, read_image
 from screc.sw.lookahead import stage_batch
 
 from . import harness, runner
-from .memory import MEMORY_SOURCES, REGION, STAGE_DMA_SOURCE, _slice, memory_sv, tier_timing
+from .memory import (
+    MEMORY_SOURCES,
+    REGION,
+    STAGE_DMA_SOURCE,
+    _slice,
+    memory_sv,
+    tier_mem_params,
+    tier_timing,
+)
 
 __all__ = ["DeviceRun", "run_device", "device_sv"]
 
@@ -72,10 +80,7 @@ def _stage_sv(params, device) -> str:
     """The host's staging path: a P2P DMA model (sim/stage_dma.sv) reading the SSD through its
     own SSD tier model (the device's direct SSD port stays idle for staged rows) into DRAM."""
     ssd = device.tier("ssd")
-    timing = tier_timing(ssd, device.clock_mhz)
-    mem = {"REGION": REGION["ssd"], "PORT_BYTES": params.port_bytes, "ADDR_BITS": 48,
-           "LEN_BITS": 16, "QUEUE": 4096, **timing}
-    plist = ", ".join(f".{k}({v})" for k, v in mem.items())
+    plist = tier_mem_params(device, "ssd", params.port_bytes, 48, 16, queue=4096)
     return f"""
   logic stage__start = 1'b0;
   logic stage__done;

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from amaranth.lib import data
 
-__all__ = ["MEMORY_SOURCES", "STAGE_DMA_SOURCE", "tier_timing", "memory_sv"]
+__all__ = ["MEMORY_SOURCES", "STAGE_DMA_SOURCE", "tier_timing", "tier_mem_params", "memory_sv"]
 
 HERE = Path(__file__).resolve().parent
 MEMORY_SOURCES = (HERE / "tier_mem.sv", HERE / "image_dpi.cpp")
@@ -26,6 +26,15 @@ def tier_timing(tier, clock_mhz: float) -> dict:
     return {"LATENCY": tier.latency_cycles(clock_mhz),
             "BW_X256": max(1, round(per_cycle * 256)),
             "ACCESS_BYTES": tier.access_bytes}
+
+
+def tier_mem_params(device, tier: str, port_bytes: int, addr_bits: int, len_bits: int,
+                    queue: int) -> str:
+    """The SV parameter list of a ``screc_tier_mem`` serving ``tier`` of ``device``."""
+    params = {"REGION": REGION[tier], "PORT_BYTES": port_bytes, "ADDR_BITS": addr_bits,
+              "LEN_BITS": len_bits, "QUEUE": queue,
+              **tier_timing(device.tier(tier), device.clock_mhz)}
+    return ", ".join(f".{k}({v})" for k, v in params.items())
 
 
 def _slice(layout, field, port):
@@ -66,11 +75,9 @@ def memory_sv(device, ports, req_layout, resp_layout, port_bytes: int, queue: in
     ]
     rd = data.Layout.cast(resp_layout)
     for name in ports:
-        timing = tier_timing(device.tier(name), device.clock_mhz)
-        params = {"REGION": REGION[name], "PORT_BYTES": port_bytes,
-                  "ADDR_BITS": data.Layout.cast(req_layout)["addr"].width,
-                  "LEN_BITS": data.Layout.cast(req_layout)["len"].width, "QUEUE": queue, **timing}
-        plist = ", ".join(f".{k}({v})" for k, v in params.items())
+        plist = tier_mem_params(device, name, port_bytes,
+                                data.Layout.cast(req_layout)["addr"].width,
+                                data.Layout.cast(req_layout)["len"].width, queue)
         lines += [
             f"  logic [31:0] {name}__extra_max = 32'd0;",
             f"  logic [31:0] {name}__truncate_every = 32'd0;",
