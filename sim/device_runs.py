@@ -208,6 +208,9 @@ def run_device(setup, dense_q, bags, name="device", seed=1, waves=False, progres
         stop.set()
         if thread:
             thread.join()
+    # The image is written afresh every run and can be GBs (criteo's SSD region): a passing
+    # run leaves no copy behind; a failing one keeps it beside the logs for a rerun by hand.
+    image_file.unlink()
     memory = dump_file.read_bytes()
     logits, status = read_results(layout, memory)
     rep = result.report

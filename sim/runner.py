@@ -6,6 +6,7 @@ called from pytest (and then through ``sys.exit``), and a run that executed no t
 
 import json
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +60,31 @@ def _pch_workaround():
         os.environ["MAKEFLAGS"] = (flags + " CFG_CXXFLAGS_PCH_I=-include").strip()
 
 
+def _shrink_pch(build_dir: Path) -> None:
+    """Empty the precompiled headers of a finished build, keeping their times. Each is ~100 MB
+    and a test run builds a few dozen designs; make still sees them up to date, and should a
+    later make recompile a file, GCC skips an invalid ``.gch`` and reads the header itself."""
+    for gch in build_dir.glob("*.gch"):
+        stat = gch.stat()
+        if stat.st_size:
+            os.truncate(gch, 0)
+            os.utime(gch, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+def _build_excerpt(build_dir: Path, limit: int = 30) -> str:
+    """The compiler's and make's complaints from a failed build log (a full disk, a killed
+    compiler, a Verilator error), else its last lines."""
+    log = build_dir / "build.log"
+    if not log.exists():
+        return ""
+    lines = log.read_text(errors="replace").splitlines()
+    marks = ("error", "Error", "%Fatal", "Killed", "No space left", "signal")
+    picked = [line for line in lines if any(m in line for m in marks)]
+    shown = picked[:limit] or lines[-limit:]
+    free = shutil.disk_usage(build_dir).free
+    return "\n".join(shown) + f"\n({free / 2**30:.1f} GiB free where it builds)"
+
+
 def _failure_excerpt(log: Path, limit: int = 40) -> str:
     """The tracebacks and assertion messages of a cocotb log, without its padding."""
     if not log.exists():
@@ -95,16 +121,21 @@ def run(prepared: Prepared, test_module: str, params: dict, testcase=None, seed:
     t0 = time.perf_counter()
     hdl = [str(s) for s in prepared.sources if s.suffix != ".cpp"]
     cpp = [str(s) for s in prepared.sources if s.suffix == ".cpp"]
-    runner.build(
-        sources=hdl,
-        hdl_toplevel="tb_top",
-        build_dir=str(build_dir),
-        build_args=list(BUILD_ARGS) + os.environ.get("SCREC_VERILATOR_ARGS", "").split() + cpp
-        + (["--trace-fst", "--trace-structs"] if waves else []),
-        timescale=("1ns", "1ps"),
-        waves=waves,
-        log_file=str(build_dir / "build.log"),
-    )
+    try:
+        runner.build(
+            sources=hdl,
+            hdl_toplevel="tb_top",
+            build_dir=str(build_dir),
+            build_args=list(BUILD_ARGS) + os.environ.get("SCREC_VERILATOR_ARGS", "").split()
+            + cpp + (["--trace-fst", "--trace-structs"] if waves else []),
+            timescale=("1ns", "1ps"),
+            waves=waves,
+            log_file=str(build_dir / "build.log"),
+        )
+    except RuntimeError as exc:
+        raise SimFailure(f"Verilator build failed ({exc}); see {build_dir / 'build.log'}\n"
+                         + _build_excerpt(build_dir)) from None
+    _shrink_pch(build_dir)
     t1 = time.perf_counter()
     results_xml = build_dir / "results.xml"
     results_xml.unlink(missing_ok=True)

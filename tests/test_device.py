@@ -61,6 +61,7 @@ def _run_checked(setup, seed, name="device"):
     predicted = predict_batch(setup, bags)["cycles"]
     assert abs(predicted - cycles) / cycles < 0.10, (predicted, cycles)
     _assert_tt_dealing(setup, run, bags)
+    assert not (run.build_dir / "image.bin").exists(), "a passing run leaves its image behind"
     return run
 
 
