@@ -56,23 +56,50 @@ def suggested_tt_shapes(n: int, d: int = 3, max_waste: float = 0.02) -> tuple[in
     if d == 1:
         return (n,)
     limit = math.floor(n * (1 + max_waste)) if n > 64 else n
+    return _most_balanced(n, d, limit, limit) or _most_balanced(n, d, limit, None)
 
-    def search(remaining, depth, lo):
+
+def _most_balanced(n: int, d: int, limit: int, upper: int | None) -> tuple[int, ...] | None:
+    """Of the ascending ``d``-factor candidates (each factor up to about twice the root of
+    what remains; ceil-divided so that ``prod >= n``) with ``prod <= upper`` (None: no upper
+    bound), the one with the least ``(max / min, prod, factors)``; None if there is none.
+
+    Branch and bound: the largest factor is at least the root of what remains, so a branch
+    whose ratio cannot reach the best so far is skipped, and once a factor alone is further
+    from the smallest than the best ratio, so is every larger one. A 10^7.5-row table takes
+    milliseconds, where listing every candidate took a quarter of a second."""
+    best: list = []  # [key, factors]
+    slack = 1 + 1e-9  # float roots may land a hair above the integer bound
+
+    def consider(cand):
+        if n <= math.prod(cand) and (upper is None or math.prod(cand) <= upper):
+            key = (cand[-1] / cand[0], math.prod(cand), cand)
+            if not best or key < best[0]:
+                best[:] = [key, cand]
+
+    def search(prefix, remaining, depth, lo):
         if depth == 1:
-            yield (max(lo, remaining),)
+            consider((*prefix, max(lo, remaining)))
             return
         root = remaining ** (1 / depth)
-        start = max(lo, 1)
-        for f in range(start, math.ceil(root) * 2 + 2):
+        factors = range(max(lo, 1), math.ceil(root) * 2 + 2)
+        if not prefix:  # the smallest factor nearest the root first: a good bound early
+            factors = sorted(factors, key=lambda f: abs(f - root))
+        for f in factors:
             if f ** depth > limit * 2:
+                if prefix:
+                    break
+                continue
+            first = prefix[0] if prefix else f
+            if prefix and best and f / first > best[0][0] * slack:
                 break
-            for rest in search(-(-remaining // f), depth - 1, f):
-                yield (f, *rest)
+            rest = -(-remaining // f)
+            if best and max(f, rest ** (1 / (depth - 1))) / first > best[0][0] * slack:
+                continue
+            search((*prefix, f), rest, depth - 1, f)
 
-    candidates = [c for c in search(n, d, 1) if n <= math.prod(c) <= max(limit, n)]
-    if not candidates:
-        candidates = [c for c in search(n, d, 1) if math.prod(c) >= n]
-    return min(candidates, key=lambda c: (max(c) / min(c), math.prod(c)))
+    search((), n, d, 1)
+    return best[1] if best else None
 
 
 def split_index(idx, p_shapes) -> tuple[np.ndarray, ...]:

@@ -47,6 +47,33 @@ def test_suggested_tt_shapes_cover_rows_with_little_waste(n):
         assert max(p) / min(p) < 1.5
 
 
+def _most_balanced_by_brute_force(n, d, limit):
+    """Every ascending d-tuple with n <= prod <= limit, the least (max / min, prod)."""
+    def tuples(prefix, depth):
+        lo = prefix[-1] if prefix else 1
+        budget = limit // math.prod(prefix)
+        if depth == 1:
+            for f in range(max(lo, -(-n // math.prod(prefix))), budget + 1):
+                yield (*prefix, f)
+            return
+        f = lo
+        while f ** depth <= budget:
+            yield from tuples((*prefix, f), depth - 1)
+            f += 1
+    return min((c[-1] / c[0], math.prod(c)) for c in tuples((), d))
+
+
+@pytest.mark.parametrize("d", [2, 3])
+def test_suggested_tt_shapes_are_the_most_balanced_within_the_waste(d):
+    rng = np.random.default_rng(3)
+    for n in [*range(65, 130), *rng.integers(130, 6000, 60)]:
+        n = int(n)
+        p = suggested_tt_shapes(n, d)
+        limit = math.floor(n * 1.02)
+        assert list(p) == sorted(p) and n <= math.prod(p) <= limit
+        assert (p[-1] / p[0], math.prod(p)) == _most_balanced_by_brute_force(n, d, limit), n
+
+
 def test_suggested_q_shapes_factor_dim_exactly():
     assert suggested_q_shapes(64) == (4, 4, 4)
     assert suggested_q_shapes(16) == (2, 2, 4)
