@@ -1,9 +1,11 @@
 import json
+import math
 
 import numpy as np
 import pytest
 
 from screc.hw.device import collector_beat
+from screc.sw import planner as pl
 from screc.sw.flow import device_image
 from screc.sw.image import read_image
 from screc.sw.planner import (
@@ -30,6 +32,7 @@ from screc.sw.planner import (
     tt_array_usage,
     tt_lanes_for_rank,
 )
+from screc.sw.relax import Relaxation
 from screc.sw.stats import remap_permutation, zipf_coverage
 from screc.sw.workloads import meta_scale
 
@@ -398,10 +401,16 @@ def test_a_meta_scale_plan_at_a_gap_costs_what_evaluate_says(demo_config):
     plan, equal to ``evaluate`` (the benchmark checks the 856-table instance the same way)."""
     tables, stats = meta_scale(120, 1)
     inst = instance_for(demo_config.device, demo_config.numerics, tables, stats, 4096, 20000.0)
-    plan = solve(inst, time_limit=90, gap=0.01)  # ~26 s on a loaded 2-core machine
+    plan = solve(inst, time_limit=90, gap=0.01)
     score = evaluate(plan.instance, plan.choice, plan.mix)[0]
     assert plan.solver["objective"] == pytest.approx(score, rel=1e-9)
     assert plan.solver["gap"] <= 0.01
+    # proven by the LP relaxation's bound, which no plan of the instance can beat
+    assert plan.solver["lp_bound"] <= plan.solver["objective"]
+    if plan.solver["method"] == "relax_and_fix":
+        assert plan.solver["gap"] == pytest.approx(
+            1 - plan.solver["lp_bound"] / plan.solver["objective"], abs=1e-9)
+    assert greedy(inst)[0] >= plan.solver["lp_bound"]
     assert plan.breakdown["ssd"] >= inst.ssd_latency_cycles  # it reads the SSD and pays for it
 
 
@@ -537,8 +546,6 @@ def test_a_solve_stopped_far_from_its_bound_falls_back_to_greedy(monkeypatch):
     """When the time limit stops HiGHS with an incumbent worse than the hottest-first baseline
     (the 856-table SSD branch stopped at 5x its bound), ``solve`` returns the baseline, says so,
     and reports its gap against the MIP's bound."""
-    from screc.sw import planner as pl
-
     inst = _random_instance(3, 4, {"bram": 80_000, "dram": 300_000, "ssd": 10**9})
     base = greedy(inst)[0]
     real = pl._plan_of
@@ -550,6 +557,9 @@ def test_a_solve_stopped_far_from_its_bound_falls_back_to_greedy(monkeypatch):
         return plan
 
     monkeypatch.setattr(pl, "_plan_of", stopped)
+    # no relaxation to guide a restricted solve: the full MIP's stop is what is left
+    monkeypatch.setattr(pl, "relaxation", lambda prob, solver: Relaxation("stopped", math.nan,
+                                                                           {}, 0.0))
     plan = solve(inst, time_limit=10, gap=0.01)
     assert plan.solver["fallback"].startswith("greedy")
     assert plan.cycles == pytest.approx(evaluate(plan.instance, plan.choice, plan.mix)[0],
