@@ -46,6 +46,7 @@ def record(name, inst, wall_build):
            "ssd_path": "staged" if plan.instance.ssd_staged else "direct",
            "solves": plan.solver["ssd_branches"],
            "fallback": plan.solver.get("fallback"),
+           "method": plan.solver.get("method"), "lp_bound": plan.solver.get("lp_bound"),
            "total_bytes_dense": sum(t.rows * t.row_bytes for t in inst.tables)}
     rec["meets_goal"] = (rec["wall_s"] <= TIME_LIMIT and rec["gap"] <= GAP
                          and plan.cycles <= base_cycles and rec["objective_matches_evaluate"])
