@@ -65,7 +65,7 @@ ties between plans with the same bottleneck time: small enough never to trade it
 SSD_EPS = 1e-6
 """Expected SSD reads per batch of one table at or below which the table is taken not to read
 the SSD; a plan pays the SSD latency when any table reads it."""
-STAGE_VARIABLES = frozenset({"T", "ssd_time", "uses_ssd", "gathered", "blocked"})
+STAGE_VARIABLES = frozenset({"T", "ssd_time", "uses_ssd"})
 """The model's variables that only constraints bound from below (``_cost_at_choice``)."""
 DEFAULT_COSTS = Path(__file__).resolve().parent.parent / "configs" / "core_resources.toml"
 
@@ -824,10 +824,9 @@ def _model(inst: Instance, slack: bool = False, ssd: bool | None = None):
     if ssd is not None:  # the branch fixes the indicator (bounds, so the cost polish sees it)
         uses_ssd.lowBound = uses_ssd.upBound = int(ssd)
     x, y = {}, {}
-    gather_w, blocked_w, all_reading, dram_t, ssd_t, n_tt = [], [], [], [], [], []
+    dense_work, all_reading, dram_t, ssd_t, n_tt = [], [], [], [], []
     fabric = {k: [] for k in RESOURCES}
     use = {tier: [] for tier in TIERS}
-    n_dense = []
     for t, tab in enumerate(inst.tables):
         n = len(tab.ks)
         ys = [prob.add_variable(f"tt_{t}_{i}", cat="Binary")
@@ -863,13 +862,11 @@ def _model(inst: Instance, slack: bool = False, ssd: bool | None = None):
                 prob += uses_ssd >= pulp.lpSum(reading), f"reads_ssd_{t}"
                 all_reading.extend(reading)
             work = tab.lookups * inst.gather_cycles_per_row[tab.name]
-            gather_w.append(work * d)
             prob += T >= work * d, f"gather_table_{t}"  # a table is served by one core
+            blocked = tab.lookups * inst.ssd_blocking_cycles if ssd else 0.0
             if ssd:
-                blocked = tab.lookups * inst.ssd_blocking_cycles
-                blocked_w.append(blocked * d)
                 prob += T >= blocked * d, f"gather_blocked_table_{t}"
-            n_dense.append(d)
+            dense_work.append((t, d, work, blocked))
             x[t] = (d, z1, z2)
         prob += pulp.lpSum(ys) + d == 1
         for i, opt in enumerate(tab.tt_options):
@@ -894,8 +891,6 @@ def _model(inst: Instance, slack: bool = False, ssd: bool | None = None):
     prob += T >= inst.collector_cycles, "collector_time"
     m = [prob.add_variable(f"mix_{ng}_{nt}", cat="Binary") for ng, nt in inst.mixes]
     prob += pulp.lpSum(m) == 1
-    big_g = sum(tab.lookups * inst.gather_cycles_per_row[tab.name] for tab in inst.tables)
-    n_tables = len(inst.tables)
     prob += pulp.lpSum(n_tt) == pulp.lpSum(nt * mv for mv, (_, nt) in zip(m, inst.mixes))
     if inst.budget is not None:
         for k in RESOURCES:
@@ -905,29 +900,65 @@ def _model(inst: Instance, slack: bool = False, ssd: bool | None = None):
     if ssd:  # no table able to read the SSD: this branch has no plan
         prob += (pulp.lpSum(all_reading) >= 1 if all_reading else uses_ssd <= 0,
                  "some_table_reads_ssd")
-    big_b = sum(tab.lookups for tab in inst.tables) * inst.ssd_blocking_cycles
-    # The gathered (and blocked) work summed once into a stage variable: each of the hundreds
-    # of mixes then bounds T in three nonzeros, not one per table (1.3 M nonzeros and most of
-    # the model's build time at 856 tables)
-    gathered = prob.add_variable("gathered", lowBound=0)
-    prob += gathered >= pulp.lpSum(gather_w), "gathered_work"
-    blocked_all = prob.add_variable("blocked", lowBound=0)
-    if blocked_w:
-        prob += blocked_all >= pulp.lpSum(blocked_w), "blocked_work"
-    for mv, (ng, nt) in zip(m, inst.mixes):
-        if ng:
-            prob += T >= gathered * (1.0 / ng) - big_g * (1 - mv)
-            if blocked_w:
-                prob += T >= blocked_all * (1.0 / ng) - big_b * (1 - mv)
-        else:
-            prob += pulp.lpSum(n_dense) <= n_tables * (1 - mv)
+    counts = _gather_counts(prob, inst, m)
+    split = _gather_split(prob, T, counts, dense_work)
     if slack:
         scale = {k: 1.0 / max(1, inst.capacity[k]) for k in slacks}
         prob += pulp.lpSum(scale[k] * slacks[k] for k in slacks)
     else:
         prob += T + EPS * (pulp.lpSum(dram_t) + ssd_time
                            + pulp.lpSum((ng + nt) * mv for mv, (ng, nt) in zip(m, inst.mixes)))
-    return prob, T, x, y, m, slacks
+    return prob, T, x, y, m, slacks, (counts, split)
+
+
+def _gather_counts(prob, inst: Instance, m) -> dict:
+    """``{g: the weight of the mixes with g gather cores}`` for every g > 0 the mixes have,
+    each a variable equal to its mixes' sum (one row each, not one per table)."""
+    counts = {}
+    for g in sorted({ng for ng, _ in inst.mixes if ng}):
+        counts[g] = prob.add_variable(f"gather_cores_{g}", lowBound=0, upBound=1)
+        prob += counts[g] == pulp.lpSum(mv for mv, (ng, _) in zip(m, inst.mixes) if ng == g), \
+            f"gather_cores_{g}"
+    return counts
+
+
+def _gather_split(prob, T, counts: dict, dense_work) -> dict:
+    """The gather stage over the core count: ``split[t][g]`` is dense table ``t``'s share on
+    ``g`` gather cores — at most that count's weight, summing to the table's dense switch —
+    and T covers each count's share of the gathered (and blocked) work divided by ``g``.
+    With the mixes integral every share sits on the chosen count and this is the work over
+    the cores; a mix with no gather core leaves no share, so no table dense. In the LP
+    relaxation it is the convex hull per table: a fractional mix cannot serve all the work
+    at the largest core count, as per-mix big-M rows let it (their relaxation sat 25-30%
+    below the optimum, and far lower where many TT arrays leave fabric for few cores)."""
+    split, gathered, blocked = {}, [], []
+    for t, d, work, block in dense_work:
+        shares = {g: prob.add_variable(f"split_{t}_{g}", lowBound=0) for g in counts}
+        prob += pulp.lpSum(shares.values()) == d, f"split_{t}"
+        for g, share in shares.items():
+            prob += share <= counts[g], f"split_{t}_{g}"
+            gathered.append((work / g) * share)
+            if block:
+                blocked.append((block / g) * share)
+        split[t] = shares
+    if gathered:
+        prob += T >= pulp.lpSum(gathered), "gather_time"
+    if blocked:
+        prob += T >= pulp.lpSum(blocked), "gather_blocked_time"
+    return split
+
+
+def _snap_split(aux, x, mix) -> None:
+    """Set the gather counts and shares to their exact values for the chosen ``mix`` and the
+    rounded dense switches (the solver's may be off by its tolerances), so that
+    :func:`_cost_at_choice` costs the plan exactly."""
+    counts, split = aux
+    for g, v in counts.items():
+        v.varValue = 1.0 if g == mix[0] else 0.0
+    for t, shares in split.items():
+        dense = round(x[t][0].value() or 0) if isinstance(x[t][0], pulp.LpVariable) else 0
+        for g, v in shares.items():
+            v.varValue = float(dense) if g == mix[0] else 0.0
 
 
 @functools.cache
@@ -966,7 +997,7 @@ def _diagnose(inst: Instance, time_limit):
         if tt_min > inst.capacity["bram"]:
             return (f"tier bram: the TT cores need at least {tt_min} bytes, "
                     f"{tt_min - inst.capacity['bram']} more than its capacity")
-    prob, *_, slacks = _model(inst, slack=True)
+    prob, *_, slacks, _ = _model(inst, slack=True)
     name, solver = _solver(time_limit, 1e-6)
     prob.solve(solver)
     over = {k: v.value() for k, v in slacks.items() if v.value() and v.value() > 0.5}
@@ -1053,12 +1084,13 @@ def solve(inst: Instance, time_limit: float = 60.0, gap: float = 0.005, msg=Fals
                 path):
             continue  # a plan that reads the SSD cannot be faster than the one without
         solved += 1
-        prob, T, x, y, m, _ = _model(path, ssd=ssd)
+        prob, T, x, y, m, _, aux = _model(path, ssd=ssd)
         name, solver = _solver(time_limit, gap, msg)
         relaxed = relaxation(prob, solver)
         if relaxed.status == "infeasible":
             continue  # no plan on this branch: its LP relaxation has none
-        near = _relax_and_fix(path, prob, x, y, m, relaxed, name, solver, time_limit, gap)
+        near = _relax_and_fix(path, prob, x, y, m, aux, relaxed, name, solver, time_limit,
+                              gap)
         if near is not None and near.solver["gap"] <= gap:
             plans.append(near)
             continue
@@ -1067,7 +1099,7 @@ def solve(inst: Instance, time_limit: float = 60.0, gap: float = 0.005, msg=Fals
         solve_s = time.perf_counter() - t0
         full = None
         if prob.sol_status in (pulp.LpSolutionOptimal, pulp.LpSolutionIntegerFeasible):
-            full = _plan_of(path, prob, x, y, m, name, solve_s, time_limit, gap)
+            full = _plan_of(path, prob, x, y, m, aux, name, solve_s, time_limit, gap)
             full.solver.update(method="mip", lp_bound=relaxed.bound, lp_s=relaxed.solve_s)
         elif prob.sol_status == pulp.LpSolutionNoSolutionFound and near is None:
             timed_out = pulp.LpStatus[prob.status]
@@ -1091,7 +1123,7 @@ def solve(inst: Instance, time_limit: float = 60.0, gap: float = 0.005, msg=Fals
     return best
 
 
-def _relax_and_fix(inst, prob, x, y, m, relaxed, name, solver, time_limit, gap):
+def _relax_and_fix(inst, prob, x, y, m, aux, relaxed, name, solver, time_limit, gap):
     """The plan of the MIP restricted to the neighbourhood of its LP relaxation
     (``sw/relax.py``): tables the relaxation splits are free, every other table keeps its
     choice with its breakpoints free to move one step. Its ``solver["gap"]`` is against the
@@ -1110,7 +1142,7 @@ def _relax_and_fix(inst, prob, x, y, m, relaxed, name, solver, time_limit, gap):
         solve_s = time.perf_counter() - t0
         if prob.sol_status not in (pulp.LpSolutionOptimal, pulp.LpSolutionIntegerFeasible):
             return None
-        plan = _plan_of(inst, prob, x, y, m, name, solve_s, time_limit, gap)
+        plan = _plan_of(inst, prob, x, y, m, aux, name, solve_s, time_limit, gap)
     objective = plan.solver["objective"]
     plan.solver.update(
         method="relax_and_fix", lp_bound=relaxed.bound, lp_s=relaxed.solve_s,
@@ -1145,7 +1177,7 @@ def _ssd_branch_floor(inst: Instance) -> float:
                inst.collector_cycles, blocked)
 
 
-def _plan_of(inst, prob, x, y, m, name, solve_s, time_limit, gap) -> ShardPlan:
+def _plan_of(inst, prob, x, y, m, aux, name, solve_s, time_limit, gap) -> ShardPlan:
     """The :class:`ShardPlan` of a solved model: its binaries read back, costed by
     :func:`evaluate` and by the model (:func:`_cost_at_choice`)."""
     status = pulp.LpStatus[prob.status]
@@ -1172,6 +1204,7 @@ def _plan_of(inst, prob, x, y, m, name, solve_s, time_limit, gap) -> ShardPlan:
     score, parts, use = result
     binaries = sum(1 for v in prob.variables() if v.cat == "Integer")
     t1 = time.perf_counter()
+    _snap_split(aux, x, mix)
     objective = _cost_at_choice(prob, STAGE_VARIABLES)
     return ShardPlan(inst, tuple(choice), mix, max(parts.values()), parts, use, {
         "solver": name, "status": status, "sol_status": sol_status,
