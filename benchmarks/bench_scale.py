@@ -8,10 +8,11 @@ tables) at two int8 MACs per DSP48E2 on every DSP of the part; each memory tier'
 plan's predicted lookups per tier) at the tier's bandwidth. ``roofline_qps`` is the smallest.
 
 ``tiered`` is simulated at two batches (the SSD's pages are shared more in a larger batch);
-``meta_856`` (the named 856-table workload, ``sw/workloads.py``) is planned, not simulated.
+``meta_856`` (the named 856-table workload, ``sw/workloads.py``) and ``meta_856_low_rank`` (the
+same with TT ranks down to 4 offered) are planned, not simulated.
 SSD amplification: SSD bytes read per byte of the distinct rows the batch needs from the SSD.
 
-    python benchmarks/bench_scale.py [--configs demo,mixed,criteo_kaggle,tiered,meta_856]
+    python benchmarks/bench_scale.py [--configs demo,mixed,criteo_kaggle,tiered,meta_856,...]
                                      [--batch N]
 """
 
@@ -29,13 +30,13 @@ from screc.sim.e2e import simulate
 from screc.sw.config import load_config
 from screc.sw.image import row_bytes
 from screc.sw.stats import expected_distinct_pages
-from screc.sw.workloads import plan_workload
+from screc.sw.workloads import WORKLOADS, plan_workload
 
 MACS_PER_DSP = 2
 BATCHES = {"demo": (256,), "mixed": (256,), "criteo_kaggle": (768,), "tiered": (256, 4096)}
 """Simulated batches per config: criteo_kaggle's planned MLP takes 192 samples a tile, and a
 batch of a few tiles keeps the pipeline's fill (one tile's embedding work) small."""
-PLANNED = {"meta_856": "demo"}
+PLANNED = {"meta_856": "demo", "meta_856_low_rank": "demo"}
 """Named workloads planned on a config's device (not simulated)."""
 
 
@@ -169,7 +170,9 @@ def planned(name: str, config: str) -> dict:
                    if useful else None, "staging": doc["staging"]},
            "plan_wall_s": wall, "plan_wall_includes": "generating the workload's statistics",
            "gap": plan.solver["gap"], "mips": plan.solver["ssd_branches"],
-           "fallback": plan.solver.get("fallback"),
+           "fallback": plan.solver.get("fallback"), "method": plan.solver.get("method"),
+           "lp_bound": plan.solver.get("lp_bound"),
+           "tt_ranks": sorted({r for t in WORKLOADS[name]()[0] for r in t.tt_rank_options}),
            "goal": {"qps_bar": 5000, "qps_goal": 10000, "plan_s_bar": 30, "gap_bar": 0.01}}
     print(f"{name}: {qps:,.0f} q/s planned ({rec['ssd']['path']} SSD path, "
           f"{rec['bottleneck']}-bound, {rec['tt_tables']} TT tables), plan {wall:.1f} s, "
@@ -179,7 +182,7 @@ def planned(name: str, config: str) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--configs", default="demo,mixed,criteo_kaggle,tiered,meta_856")
+    ap.add_argument("--configs", default="demo,mixed,criteo_kaggle,tiered,meta_856,meta_856_low_rank")
     ap.add_argument("--batch", type=int, default=None,
                     help="batch for every config (default: BATCHES)")
     args = ap.parse_args(argv)

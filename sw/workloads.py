@@ -20,11 +20,13 @@ META_BATCH = 4096
 """The batch the Meta-scale workload is planned for."""
 
 
-def meta_scale(tables: int = 856, seed: int = 0):
-    """``(table configs, TableStats)`` of a synthetic Meta-scale model with ``tables`` tables;
-    the same ``seed`` and ``tables`` give the same model."""
+def meta_scale(tables: int = 856, seed: int = 0, ranks: tuple = (16, 32)):
+    """``(table configs, TableStats)`` of a synthetic Meta-scale model with ``tables`` tables,
+    its TT-eligible tables offered the TT ``ranks``; the same arguments give the same model."""
     if not isinstance(tables, int) or tables < 1:
         raise ValueError(f"meta_scale: tables = {tables!r}: must be a positive integer")
+    if not ranks or any(not isinstance(r, int) or r < 1 for r in ranks):
+        raise ValueError(f"meta_scale: ranks = {ranks!r}: must be positive integers")
     rng = np.random.default_rng(seed)
     out, stats = [], []
     for t in range(tables):
@@ -35,14 +37,18 @@ def meta_scale(tables: int = 856, seed: int = 0):
         if rows > 100_000:
             tt = TTConfig(suggested_tt_shapes(rows), suggested_q_shapes(dim), (32, 32))
         out.append(TableConfig(f"t{t}", rows, dim, pooling, int(pooling * 4), tt,
-                               (16, 32) if tt else ()))
+                               tuple(ranks) if tt else ()))
         stats.append(zipf_coverage(rows, float(rng.uniform(0.8, 1.3)), accesses=int(pooling),
                                    bags=1))
     return out, stats
 
 
-WORKLOADS = {"meta_856": lambda: meta_scale(856, 0)}
-"""Workloads by name: each gives ``(table configs, TableStats)``."""
+WORKLOADS = {"meta_856": lambda: meta_scale(856, 0),
+             "meta_856_low_rank": lambda: meta_scale(856, 0, ranks=(4, 8, 16, 32))}
+"""Workloads by name: each gives ``(table configs, TableStats)``. ``meta_856_low_rank`` is the
+same model with TT ranks down to 4 offered: what lower ranks buy in speed (the planner does
+not weigh their accuracy; the TT-SVD error of a trained table at each rank decides whether a
+rank is acceptable)."""
 
 WORKLOAD_MLP_CYCLES = 20_000.0
 """MLP cycles per batch the named workloads are planned with (they are not dot-interaction
