@@ -29,17 +29,18 @@ def test_verilog_writes_every_core_and_the_planned_device(tmp_path, capsys):
 def test_sim_runs_the_demo_device_and_writes_report_and_plot(tmp_path, capsys):
     out = tmp_path / "sim.json"
     gpu = ROOT / "docs" / "baselines" / "h100-host-2026-11-23.json"
-    assert main(["sim", "--batch", "24", "--baseline-batches", "24", "--baselines", str(gpu),
+    # batch 256: the plan, and so the Verilator build, test_device's demo batch shares
+    assert main(["sim", "--batch", "256", "--baseline-batches", "256", "--baselines", str(gpu),
                  "--out", str(out)]) == 0
     report = json.loads(out.read_text())
-    assert report["match"] and report["queries"] == 24 and report["logits_checked"] == 24
+    assert report["match"] and report["queries"] == 256 and report["logits_checked"] == 256
     assert report["cycles"] > 0 and out.with_suffix(".png").stat().st_size > 1000
     cmp = report["baselines"]
     best = max(cmp["rows"], key=lambda r: r["qps"])
     assert cmp["headline"]["speedup"] == report["projected_qps"] / best["qps"]
     assert "H100" in best["baseline"] and best["batch"] == 65536  # the GPU's best batch
-    # the device at the GPU file's batches comes from the planner, at 24 from the RTL
-    assert cmp["device"]["by_batch"]["24"]["source"] == "RTL simulation"
+    # the device at the GPU file's batches comes from the planner, at 256 from the RTL
+    assert cmp["device"]["by_batch"]["256"]["source"] == "RTL simulation"
     assert cmp["device"]["by_batch"]["65536"]["source"].startswith("planner")
     text = capsys.readouterr().out
     assert "matches the golden model bit for bit" in text and "at its best batch 65536" in text
