@@ -65,6 +65,8 @@ ties between plans with the same bottleneck time: small enough never to trade it
 SSD_EPS = 1e-6
 """Expected SSD reads per batch of one table at or below which the table is taken not to read
 the SSD; a plan pays the SSD latency when any table reads it."""
+MIN_SOLVE_S = 1.0
+"""A full MIP is not started with less of the time limit left than this."""
 STAGE_VARIABLES = frozenset({"T", "ssd_time", "uses_ssd"})
 """The model's variables that only constraints bound from below (``_cost_at_choice``)."""
 DEFAULT_COSTS = Path(__file__).resolve().parent.parent / "configs" / "core_resources.toml"
@@ -979,9 +981,13 @@ def _highs_available() -> bool:
     return True
 
 
-def _solver(time_limit, gap, msg=False):
+def _solver(time_limit, gap, msg=False, target: float | None = None):
+    """``(name, solver)``: HiGHS in-process when installed, else CBC. ``target``: HiGHS stops
+    at the first plan whose objective is at most this (a plan already proven good enough
+    against a bound it does not know, such as an LP relaxation's)."""
     if _highs_available():
-        return "HiGHS", pulp.HiGHS(msg=msg, timeLimit=time_limit, gapRel=gap)
+        extra = {} if target is None else {"objective_target": float(target)}
+        return "HiGHS", pulp.HiGHS(msg=msg, timeLimit=time_limit, gapRel=gap, **extra)
     return "CBC", pulp.PULP_CBC_CMD(msg=msg, timeLimit=time_limit, gapRel=gap)
 
 
@@ -1054,22 +1060,27 @@ def _cost_at_choice(prob, free) -> float:
 
 
 def solve(inst: Instance, time_limit: float = 60.0, gap: float = 0.005, msg=False) -> ShardPlan:
-    """The MIP's plan for ``inst`` within ``time_limit`` seconds and relative ``gap``.
+    """The MIP's plan for ``inst`` within relative ``gap``. Each branch's LP relaxation and
+    the MIP near it run first, each under ``time_limit`` seconds (they take seconds); the full
+    MIPs of the branches they leave open then share what is left of ``time_limit`` from the
+    start of the call.
     ``solver["objective"]`` is the MIP's cost of the plan returned (binaries fixed, stage
     variables as small as its constraints allow), which equals ``evaluate`` of it;
-    ``solver["gap"]`` the MIP gap at the stop; a solve stopped by the time limit without any
-    plan raises :class:`PlanError`."""
+    ``solver["bound"]`` a lower bound on every plan of the instance (the weakest of the
+    branches' LP or MIP bounds) and ``solver["gap"]`` the plan's distance from it; a solve
+    stopped by the time limit without any plan raises :class:`PlanError`."""
     if not isinstance(inst, Instance):
         raise PlanError(f"solve: inst is a {type(inst).__name__}, not an Instance")
     check_number(PlanError, "solve", "time_limit", time_limit, lo=0, lo_open=True)
     check_number(PlanError, "solve", "gap", gap, lo=0, hi=1)
+    deadline = time.perf_counter() + time_limit
     # The reorder buffers' blocking applies when the batch reads the SSD at all: one MIP per
     # value of that indicator keeps both linear; the better plan wins (no SSD on a tie).
     # With the host's staging the direct path is planned too (a staging buffer that does not
     # pay for itself in DRAM loses to it).
-    # Runs in order: the direct path without SSD reads first; then the staged path and the
-    # direct path with SSD reads, each skipped when a bound shows that a plan reading the SSD
-    # on it cannot beat the best so far (a staged plan reading no SSD is the direct one).
+    # Branches in order: the direct path without SSD reads first; then the staged path and
+    # the direct path with SSD reads, each skipped when a bound shows that a plan reading the
+    # SSD on it cannot beat the best so far (a staged plan reading no SSD is the direct one).
     direct = replace(inst, ssd_staged=False)
     blocking = bool(direct.ssd_blocking_cycles)
     runs = [(direct, False if blocking else None)]
@@ -1077,7 +1088,9 @@ def solve(inst: Instance, time_limit: float = 60.0, gap: float = 0.005, msg=Fals
         runs.append((inst, None))
     if blocking:
         runs.append((direct, True))
-    plans, timed_out, solved = [], None, 0
+    # First every branch's relaxation and the MIP near it (seconds); then the full MIP of the
+    # branches still open, sharing what is left of the time limit.
+    plans, bounds, open_branches, timed_out, solved = [], [], [], None, 0
     for path, ssd in runs:
         may_skip = path.ssd_staged or ssd
         if may_skip and plans and min(p.solver["objective"] for p in plans) <= _ssd_branch_floor(
@@ -1085,27 +1098,44 @@ def solve(inst: Instance, time_limit: float = 60.0, gap: float = 0.005, msg=Fals
             continue  # a plan that reads the SSD cannot be faster than the one without
         solved += 1
         prob, T, x, y, m, _, aux = _model(path, ssd=ssd)
+        # the relaxation and the MIP near it get the whole limit each: they are where plans
+        # come from (seconds even at 856 tables); the deadline rations the full MIPs
         name, solver = _solver(time_limit, gap, msg)
         relaxed = relaxation(prob, solver)
         if relaxed.status == "infeasible":
             continue  # no plan on this branch: its LP relaxation has none
-        near = _relax_and_fix(path, prob, x, y, m, aux, relaxed, name, solver, time_limit,
-                              gap)
-        if near is not None and near.solver["gap"] <= gap:
+        near = _relax_and_fix(path, prob, x, y, m, aux, relaxed, name, solver, time_limit, gap)
+        if near is not None:
             plans.append(near)
+        bound = relaxed.bound if relaxed.status == "optimal" else 0.0
+        if near is not None and near.solver["gap"] <= gap:
+            bounds.append(bound)
+        else:
+            open_branches.append((bound, path, prob, x, y, m, aux, relaxed))
+    open_branches.sort(key=lambda b: b[0])
+    for i, (bound, path, prob, x, y, m, aux, relaxed) in enumerate(open_branches):
+        best = min((p.solver["objective"] for p in plans), default=math.inf)
+        if best * (1 - gap) <= bound:
+            bounds.append(bound)  # this branch cannot beat the best plan by more than the gap
             continue
+        share = max(deadline - time.perf_counter(), 0.0) / (len(open_branches) - i)
+        if share < MIN_SOLVE_S:
+            bounds.append(bound)
+            timed_out = timed_out or "time limit reached before the full MIP"
+            continue
+        name, solver = _solver(share, gap, msg)
         t0 = time.perf_counter()
         prob.solve(solver)
         solve_s = time.perf_counter() - t0
-        full = None
+        if prob.status == pulp.LpStatusInfeasible:
+            continue  # no plan on this branch after all: it bounds nothing
+        bounds.append(max(bound, _mip_dual_bound(prob, name)))
         if prob.sol_status in (pulp.LpSolutionOptimal, pulp.LpSolutionIntegerFeasible):
-            full = _plan_of(path, prob, x, y, m, aux, name, solve_s, time_limit, gap)
+            full = _plan_of(path, prob, x, y, m, aux, name, solve_s, share, gap)
             full.solver.update(method="mip", lp_bound=relaxed.bound, lp_s=relaxed.solve_s)
-        elif prob.sol_status == pulp.LpSolutionNoSolutionFound and near is None:
+            plans.append(full)
+        elif prob.sol_status == pulp.LpSolutionNoSolutionFound:
             timed_out = pulp.LpStatus[prob.status]
-        found = [p for p in (near, full) if p is not None]
-        if found:
-            plans.append(min(found, key=lambda p: p.solver["objective"]))
     if not plans:
         if timed_out:
             raise PlanError(f"no shard map found within the time limit of {time_limit} s "
@@ -1113,7 +1143,10 @@ def solve(inst: Instance, time_limit: float = 60.0, gap: float = 0.005, msg=Fals
                             "the limit")
         raise PlanError(f"no feasible shard map: {_diagnose(inst, time_limit)}")
     best = min(plans, key=lambda p: p.solver["objective"])
-    best.solver["ssd_branches"] = solved
+    lowest = min(bounds, default=0.0)
+    objective = best.solver["objective"]
+    best.solver.update(ssd_branches=solved, bound=lowest, time_limit_s=time_limit,
+                       gap=max(0.0, (objective - lowest) / objective) if objective else 0.0)
     if best.solver["gap"] > gap:
         # stopped by the time limit far from the bound: never worse than the hottest-first
         # baseline (the 856-table instance's SSD branch can stop at 5x the optimum)
@@ -1121,6 +1154,14 @@ def solve(inst: Instance, time_limit: float = 60.0, gap: float = 0.005, msg=Fals
         if fallback is not None and fallback.cycles < best.cycles:
             return fallback
     return best
+
+
+def _mip_dual_bound(prob, name: str) -> float:
+    """The MIP's proven lower bound at its stop (HiGHS; 0 when unknown)."""
+    if name != "HiGHS" or prob.solverModel is None:
+        return 0.0
+    value = prob.solverModel.getInfo().mip_dual_bound
+    return float(value) if math.isfinite(value) else 0.0
 
 
 def _relax_and_fix(inst, prob, x, y, m, aux, relaxed, name, solver, time_limit, gap):
@@ -1136,6 +1177,9 @@ def _relax_and_fix(inst, prob, x, y, m, aux, relaxed, name, solver, time_limit, 
                     pinned=tuple(v for v in (x[t][0] if t in x else None, *y[t])
                                  if isinstance(v, pulp.LpVariable)))
               for t in range(len(inst.tables))]
+    if name == "HiGHS" and gap < 1 and relaxed.bound > 0:
+        # within the gap of the relaxation's bound is proven enough: stop there
+        solver = _solver(solver.timeLimit, gap, solver.msg, target=relaxed.bound / (1 - gap))[1]
     with fixed_near(groups, relaxed.values) as free:
         t0 = time.perf_counter()
         prob.solve(solver)
@@ -1157,8 +1201,7 @@ def _greedy_plan(inst: Instance, solver: dict) -> "ShardPlan | None":
     except PlanError:
         return None
     _, parts, use = evaluate(inst, choice, mix)
-    # the MIP's lower bound, from its incumbent and gap, against the fallback's cost
-    bound = solver["mip_objective"] * (1 - solver["gap"])
+    bound = solver["bound"]  # the solve's lower bound on every plan
     return ShardPlan(inst, tuple(choice), tuple(mix), max(parts.values()), parts, use, {
         **solver, "fallback": "greedy: the MIP stopped at the time limit with a worse plan",
         "mip_plan_objective": solver["objective"], "objective": score, "score": score,

@@ -125,6 +125,9 @@ def test_mip_equals_exhaustive_enumeration_on_hard_random_instances():
         assert got[0] == pytest.approx(best[0], rel=1e-7, abs=1e-6), seed
         assert plan.solver["objective"] == pytest.approx(got[0], rel=1e-9, abs=1e-6), seed
         assert plan.solver["mip_objective"] == pytest.approx(got[0], rel=1e-6), seed
+        # the solve's bound holds for every plan of the instance, and at gap 0 meets the optimum
+        assert plan.solver["bound"] <= best[0] * (1 + 1e-7) + 1e-6, seed
+        assert plan.solver["bound"] == pytest.approx(best[0], rel=1e-6), seed
         parts = got[1]
         top = max(parts, key=parts.get)
         bottlenecks[top] = bottlenecks.get(top, 0) + 1
@@ -565,5 +568,6 @@ def test_a_solve_stopped_far_from_its_bound_falls_back_to_greedy(monkeypatch):
     assert plan.solver["fallback"].startswith("greedy")
     assert plan.cycles == pytest.approx(evaluate(plan.instance, plan.choice, plan.mix)[0],
                                         rel=1e-2)
-    assert plan.solver["gap"] == pytest.approx(1 - 0.5 * base / plan.solver["score"] * 1.0,
-                                               rel=1e-6)
+    bound = plan.solver["bound"]  # the full MIP's own bound: no relaxation here
+    assert 0 < bound <= base and plan.solver["objective"] == base
+    assert plan.solver["gap"] == pytest.approx((base - bound) / base, rel=1e-9)
