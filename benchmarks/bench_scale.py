@@ -30,7 +30,7 @@ from screc.sim.e2e import simulate
 from screc.sw.config import load_config
 from screc.sw.image import row_bytes
 from screc.sw.stats import expected_distinct_pages
-from screc.sw.workloads import WORKLOADS, plan_workload
+from screc.sw.workloads import plan_workload
 
 MACS_PER_DSP = 2
 BATCHES = {"demo": (256,), "mixed": (256,), "criteo_kaggle": (768,), "tiered": (256, 4096)}
@@ -172,7 +172,7 @@ def planned(name: str, config: str) -> dict:
            "gap": plan.solver["gap"], "mips": plan.solver["ssd_branches"],
            "fallback": plan.solver.get("fallback"), "method": plan.solver.get("method"),
            "lp_bound": plan.solver.get("lp_bound"),
-           "tt_ranks": sorted({r for t in WORKLOADS[name]()[0] for r in t.tt_rank_options}),
+           "tt_ranks": sorted({o.rank for t in inst.tables for o in t.tt_options}),
            "goal": {"qps_bar": 5000, "qps_goal": 10000, "plan_s_bar": 30, "gap_bar": 0.01}}
     print(f"{name}: {qps:,.0f} q/s planned ({rec['ssd']['path']} SSD path, "
           f"{rec['bottleneck']}-bound, {rec['tt_tables']} TT tables), plan {wall:.1f} s, "
@@ -182,7 +182,7 @@ def planned(name: str, config: str) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--configs", default="demo,mixed,criteo_kaggle,tiered,meta_856,meta_856_low_rank")
+    ap.add_argument("--configs", default=",".join([*BATCHES, *PLANNED]))
     ap.add_argument("--batch", type=int, default=None,
                     help="batch for every config (default: BATCHES)")
     args = ap.parse_args(argv)

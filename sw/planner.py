@@ -958,7 +958,7 @@ def _snap_split(aux, x, mix) -> None:
     for g, v in counts.items():
         v.varValue = 1.0 if g == mix[0] else 0.0
     for t, shares in split.items():
-        dense = round(x[t][0].value() or 0) if isinstance(x[t][0], pulp.LpVariable) else 0
+        dense = round(x[t][0].value() or 0)  # split holds only tables that may be dense
         for g, v in shares.items():
             v.varValue = float(dense) if g == mix[0] else 0.0
 
@@ -1100,11 +1100,10 @@ def solve(inst: Instance, time_limit: float = 60.0, gap: float = 0.005, msg=Fals
         prob, T, x, y, m, _, aux = _model(path, ssd=ssd)
         # the relaxation and the MIP near it get the whole limit each: they are where plans
         # come from (seconds even at 856 tables); the deadline rations the full MIPs
-        name, solver = _solver(time_limit, gap, msg)
-        relaxed = relaxation(prob, solver)
+        relaxed = relaxation(prob, _solver(time_limit, gap, msg)[1])
         if relaxed.status == "infeasible":
             continue  # no plan on this branch: its LP relaxation has none
-        near = _relax_and_fix(path, prob, x, y, m, aux, relaxed, name, solver, time_limit, gap)
+        near = _relax_and_fix(path, prob, x, y, m, aux, relaxed, time_limit, gap, msg)
         if near is not None:
             plans.append(near)
         bound = relaxed.bound if relaxed.status == "optimal" else 0.0
@@ -1164,7 +1163,7 @@ def _mip_dual_bound(prob, name: str) -> float:
     return float(value) if math.isfinite(value) else 0.0
 
 
-def _relax_and_fix(inst, prob, x, y, m, aux, relaxed, name, solver, time_limit, gap):
+def _relax_and_fix(inst, prob, x, y, m, aux, relaxed, time_limit, gap, msg=False):
     """The plan of the MIP restricted to the neighbourhood of its LP relaxation
     (``sw/relax.py``): tables the relaxation splits are free, every other table keeps its
     choice with its breakpoints free to move one step. Its ``solver["gap"]`` is against the
@@ -1177,9 +1176,9 @@ def _relax_and_fix(inst, prob, x, y, m, aux, relaxed, name, solver, time_limit, 
                     pinned=tuple(v for v in (x[t][0] if t in x else None, *y[t])
                                  if isinstance(v, pulp.LpVariable)))
               for t in range(len(inst.tables))]
-    if name == "HiGHS" and gap < 1 and relaxed.bound > 0:
-        # within the gap of the relaxation's bound is proven enough: stop there
-        solver = _solver(solver.timeLimit, gap, solver.msg, target=relaxed.bound / (1 - gap))[1]
+    # within the gap of the relaxation's bound is proven enough: stop there
+    target = relaxed.bound / (1 - gap) if gap < 1 and relaxed.bound > 0 else None
+    name, solver = _solver(time_limit, gap, msg, target=target)
     with fixed_near(groups, relaxed.values) as free:
         t0 = time.perf_counter()
         prob.solve(solver)
