@@ -7,7 +7,8 @@ Roofline (per query, at the config's clock): MACs (dense path + TT rebuilds of t
 tables) at two int8 MACs per DSP48E2 on every DSP of the part; each memory tier's bytes (from the
 plan's predicted lookups per tier) at the tier's bandwidth. ``roofline_qps`` is the smallest.
 
-``tiered`` is simulated at two batches (the SSD's pages are shared more in a larger batch);
+``tiered`` is simulated at two batches (the SSD's pages are shared more in a larger batch), and
+at 256 with 4 KiB SSD pages instead of its drive's 512 B blocks (``tiered_4k``);
 ``meta_856`` (the named 856-table workload, ``sw/workloads.py``) and ``meta_856_low_rank`` (the
 same with TT ranks down to 4 offered) are planned, not simulated.
 SSD amplification: SSD bytes read per byte of the distinct rows the batch needs from the SSD.
@@ -17,6 +18,7 @@ SSD amplification: SSD bytes read per byte of the distinct rows the batch needs 
 """
 
 import argparse
+import dataclasses
 import json
 import subprocess
 import sys
@@ -33,15 +35,21 @@ from screc.sw.stats import expected_distinct_pages
 from screc.sw.workloads import plan_workload
 
 MACS_PER_DSP = 2
-BATCHES = {"demo": (256,), "mixed": (256,), "criteo_kaggle": (768,), "tiered": (256, 4096)}
+BATCHES = {"demo": (256,), "mixed": (256,), "criteo_kaggle": (768,), "tiered": (256, 4096),
+           "tiered_4k": (256,)}
 """Simulated batches per config: criteo_kaggle's planned MLP takes 192 samples a tile, and a
 batch of a few tiles keeps the pipeline's fill (one tile's embedding work) small."""
+VARIANTS = {"tiered_4k": ("tiered", {"ssd": {"access_bytes": 4096}})}
+"""Configs run with tier fields changed: ``tiered`` with the drive's 4 KiB pages instead of its
+512 B blocks, the comparison docs/planner.md quotes."""
 PLANNED = {"meta_856": "demo", "meta_856_low_rank": "demo"}
 """Named workloads planned on a config's device (not simulated)."""
 
 
-def roofline(cfg, plan: dict) -> dict:
-    """Queries/s bounds of the workload on the config's FPGA and tiers (see module doc)."""
+def roofline(cfg, plan: dict, staging: dict | None = None) -> dict:
+    """Queries/s bounds of the workload on the config's FPGA and tiers (see module doc). With
+    ``staging`` (the simulated batch's staging report) the SSD's bytes are the batch's own
+    distinct pages, as read, rather than the plan's expectation of them."""
     dev, batch = cfg.device, plan["batch"]
     clock = dev.clock_mhz * 1e6
     program = MLPParams.zero_program(cfg, plan["mlp"]["rows"], plan["mlp"]["lanes"])[1]
@@ -63,6 +71,8 @@ def roofline(cfg, plan: dict) -> dict:
             tier_bytes["dram"] += pages + pred["ssd_lookups"] / batch * rb
         else:
             tier_bytes["ssd"] += pred["ssd_lookups"] / batch * dev.tier("ssd").access_bytes
+    if staging:
+        tier_bytes["ssd"] = staging["ssd_bytes_charged"] / batch
     bounds = {"mac": MACS_PER_DSP * dev.fpga.dsps * clock / macs}
     for tier, nbytes in tier_bytes.items():
         if nbytes:
@@ -90,11 +100,21 @@ def synthesised_device(cfg) -> dict:
             "fpga": fpga.part}
 
 
+def load_variant(name: str):
+    """The config ``name`` names: a file in configs/, or a :data:`VARIANTS` entry."""
+    base, tiers = VARIANTS.get(name, (name, {}))
+    cfg = load_config(ROOT / "configs" / f"{base}.toml")
+    if not tiers:
+        return cfg
+    changed = tuple(dataclasses.replace(t, **tiers.get(t.name, {})) for t in cfg.device.tiers)
+    return dataclasses.replace(cfg, device=dataclasses.replace(cfg.device, tiers=changed))
+
+
 def run(name: str, batch: int) -> dict:
-    cfg = load_config(ROOT / "configs" / f"{name}.toml")
+    cfg = load_variant(name)
     report = simulate(cfg, batch=batch, baselines=False, progress=False)
     plan = report["plan"]
-    roof = roofline(cfg, plan)
+    roof = roofline(cfg, plan, report.get("staging"))
     res = plan["resources"]
     qps = report["projected_qps"]
     return {
@@ -127,12 +147,18 @@ def ssd_record(report: dict, cfg) -> dict:
     staging = report.get("staging")
     if staging:
         useful = staging["useful_bytes"]
-        return {"path": "staged", "lookups": staging["ssd_lookups"],
+        ssd = cfg.device.tier("ssd")
+        reads = staging["ssd_bytes_charged"] / ssd.access_bytes
+        slot = ssd.cycles_per_read_slot(cfg.device.clock_mhz)
+        return {"path": "staged", "access_bytes": ssd.access_bytes,
+                "lookups": staging["ssd_lookups"],
                 "distinct_rows": staging["distinct_rows"], "distinct_pages": staging["pages"],
                 "commands": staging["commands"], "bytes_read": staging["ssd_bytes_charged"],
                 "ssd_amplification": staging["ssd_bytes_charged"] / useful if useful else None,
                 "staging_cycles": staging["cycles"], "run_cycles": report["run_cycles"],
                 "ssd_bandwidth_util": staging["ssd_bandwidth_util"],
+                # the drive's random reads: one read slot (clock / iops) per access charged
+                "ssd_iops_util": reads * slot / staging["cycles"] if slot else None,
                 "direct_lookups": staging["direct_lookups"]}
     ssd = report["tiers"].get("ssd", {})
     reads = ssd.get("requests", 0)

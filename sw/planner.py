@@ -280,6 +280,10 @@ class Instance:
     stage_headroom: float = 1.25
     """Staging buffer half, in expected pages per batch: batches above the expectation still
     fit; pages beyond it take the direct path."""
+    tt_pool: int = 0
+    """TT arrays shared by every TT table (**a what-if**: the device as built gives each TT
+    table arrays of its own; ``benchmarks/bench_whatif.py``): the TT stage is then at least
+    every TT table's lookups x cycles per lookup over the pool. 0: no pool."""
 
     def __post_init__(self):
         owner = "Instance"
@@ -320,6 +324,7 @@ class Instance:
             check_number(PlanError, owner, field, getattr(self, field), lo=0)
         check_number(PlanError, owner, "batch", self.batch, lo=1, integer=True)
         check_number(PlanError, owner, "tiles", self.tiles, lo=1, integer=True)
+        check_number(PlanError, owner, "tt_pool", self.tt_pool, lo=0, integer=True)
         if self.budget is not None:
             if set(self.budget) != set(RESOURCES) or set(self.gather_usage or {}) != set(
                     RESOURCES):
@@ -530,13 +535,14 @@ def stage_cycles(inst: Instance, loads, gather_cores: int, core_of=None,
     read the SSD at least its rows x ``ssd_blocking_cycles`` — without it the MIP's lower
     bounds (the work spread evenly, and the largest table, a table being served by one core;
     when the batch reads the SSD, the same two for the blocking); TT: the busiest array (one
-    per table); router: ``records`` (default the instance's); collector: the instance's
+    per table; with :attr:`Instance.tt_pool` at least the TT work over the pool); router:
+    ``records`` (default the instance's); collector: the instance's
     pooled-bag beats; MLP: the instance's. With the host's staging
     (:attr:`Instance.ssd_staged`) the SSD reads each table's distinct pages
     (:attr:`Instance.ssd_cycles_per_page` each), DRAM takes the staged pages' writes and the
     staged rows' reads, and no gather core blocks on the SSD. ``evaluate`` (from the trace's
     coverage) and ``flow.predict_batch`` (from one batch's lookups) both call this."""
-    dram = ssd_bw = tt = 0.0
+    dram = ssd_bw = tt = tt_work = 0.0
     reads_ssd = False
     work, blocked, reading = [], [], []
     staged = inst.ssd_staged
@@ -552,6 +558,7 @@ def stage_cycles(inst: Instance, loads, gather_cores: int, core_of=None,
         reading.append(load.ssd > SSD_EPS)
         reads_ssd |= reading[-1]
         tt = max(tt, load.tt * load.tt_cycles)
+        tt_work += load.tt * load.tt_cycles
         work.append(load.gathered * inst.gather_cycles_per_row[tab.name])
         blocked.append(0.0 if staged else load.gathered * inst.ssd_blocking_cycles)
     if core_of is not None:
@@ -574,6 +581,8 @@ def stage_cycles(inst: Instance, loads, gather_cores: int, core_of=None,
                      max(blocked))
     else:
         gather = 0.0
+    if inst.tt_pool:  # a what-if: every TT table's lookups dealt over a pool of shared arrays
+        tt = max(tt, tt_work / inst.tt_pool)
     return {"dram": dram,
             "ssd": max(ssd_bw, inst.ssd_latency_cycles) if reads_ssd else ssd_bw,
             "gather": gather, "tt": tt,
@@ -826,7 +835,7 @@ def _model(inst: Instance, slack: bool = False, ssd: bool | None = None):
     if ssd is not None:  # the branch fixes the indicator (bounds, so the cost polish sees it)
         uses_ssd.lowBound = uses_ssd.upBound = int(ssd)
     x, y = {}, {}
-    dense_work, all_reading, dram_t, ssd_t, n_tt = [], [], [], [], []
+    dense_work, all_reading, dram_t, ssd_t, n_tt, tt_work = [], [], [], [], [], []
     fabric = {k: [] for k in RESOURCES}
     use = {tier: [] for tier in TIERS}
     for t, tab in enumerate(inst.tables):
@@ -875,6 +884,7 @@ def _model(inst: Instance, slack: bool = False, ssd: bool | None = None):
             use["bram"].append(opt.core_bytes * ys[i])
             use["dram"].append(opt.boot_bytes * ys[i])
             prob += T >= tab.lookups * opt.effective_cycles * ys[i]
+            tt_work.append(tab.lookups * opt.effective_cycles * ys[i])
             n_tt.append(opt.replicas * ys[i])
             for k, v in zip(RESOURCES, opt.usage):
                 fabric[k].append(opt.replicas * v * ys[i])
@@ -889,6 +899,8 @@ def _model(inst: Instance, slack: bool = False, ssd: bool | None = None):
     prob += ssd_time >= inst.ssd_latency_cycles * uses_ssd, "ssd_latency"
     prob += T >= ssd_time, "ssd_time"
     prob += T >= inst.mlp_cycles, "mlp_time"
+    if inst.tt_pool:
+        prob += T >= pulp.lpSum(tt_work) * (1.0 / inst.tt_pool), "tt_pool_time"
     prob += T >= inst.router_cycles, "router_time"
     prob += T >= inst.collector_cycles, "collector_time"
     m = [prob.add_variable(f"mix_{ng}_{nt}", cat="Binary") for ng, nt in inst.mixes]
