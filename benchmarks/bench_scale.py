@@ -106,8 +106,10 @@ def load_variant(name: str):
     cfg = load_config(ROOT / "configs" / f"{base}.toml")
     if not tiers:
         return cfg
-    changed = tuple(dataclasses.replace(t, **tiers.get(t.name, {})) for t in cfg.device.tiers)
-    return dataclasses.replace(cfg, device=dataclasses.replace(cfg.device, tiers=changed))
+    device = cfg.device
+    for tier, fields in tiers.items():
+        device = device.with_tier(tier, **fields)
+    return dataclasses.replace(cfg, device=device)
 
 
 def run(name: str, batch: int) -> dict:
@@ -147,18 +149,14 @@ def ssd_record(report: dict, cfg) -> dict:
     staging = report.get("staging")
     if staging:
         useful = staging["useful_bytes"]
-        ssd = cfg.device.tier("ssd")
-        reads = staging["ssd_bytes_charged"] / ssd.access_bytes
-        slot = ssd.cycles_per_read_slot(cfg.device.clock_mhz)
-        return {"path": "staged", "access_bytes": ssd.access_bytes,
+        return {"path": "staged", "access_bytes": cfg.device.tier("ssd").access_bytes,
                 "lookups": staging["ssd_lookups"],
                 "distinct_rows": staging["distinct_rows"], "distinct_pages": staging["pages"],
                 "commands": staging["commands"], "bytes_read": staging["ssd_bytes_charged"],
                 "ssd_amplification": staging["ssd_bytes_charged"] / useful if useful else None,
                 "staging_cycles": staging["cycles"], "run_cycles": report["run_cycles"],
                 "ssd_bandwidth_util": staging["ssd_bandwidth_util"],
-                # the drive's random reads: one read slot (clock / iops) per access charged
-                "ssd_iops_util": reads * slot / staging["cycles"] if slot else None,
+                "ssd_iops_util": staging["ssd_iops_util"],
                 "direct_lookups": staging["direct_lookups"]}
     ssd = report["tiers"].get("ssd", {})
     reads = ssd.get("requests", 0)

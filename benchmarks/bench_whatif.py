@@ -46,10 +46,7 @@ CASES = (
 
 
 def whatif(name, ranks, onchip_mib, batch, pool_arrays, cfg, costs) -> dict:
-    dev = cfg.device
-    tiers = tuple(dataclasses.replace(t, capacity_bytes=int(onchip_mib * 2**20))
-                  if t.name == "bram" else t for t in dev.tiers)
-    dev = dataclasses.replace(dev, tiers=tiers)
+    dev = cfg.device.with_tier("bram", capacity_bytes=int(onchip_mib * 2**20))
     tables, stats = meta_scale(856, 0, ranks=ranks)
     inst = instance_for(dev, cfg.numerics, tables, stats, batch,
                         WORKLOAD_MLP_CYCLES * batch / META_BATCH, costs=costs,

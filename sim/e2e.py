@@ -263,12 +263,17 @@ def _report(setup, run, expected, exp_flags, exp_bad, mismatches, prep_s) -> dic
 
 def _staging_report(staging: dict, cfg) -> dict:
     """The host's look-ahead for the batch: what it asked for (sw/lookahead.py) and what the
-    simulated SSD served, with the SSD bandwidth it used while staging."""
+    simulated SSD served, with the SSD bandwidth and random reads it used while staging (a
+    read slot, ``clock / iops``, per access charged; None when the drive has no IOPS limit)."""
     ssd = cfg.device.tier("ssd")
     limit = ssd.bytes_per_cycle(cfg.device.clock_mhz)
-    return {**staging, "ssd_bandwidth_util": (staging["ssd_bytes_charged"]
-                                              / (limit * staging["cycles"])
-                                              if staging["cycles"] else 0.0)}
+    slot = ssd.cycles_per_read_slot(cfg.device.clock_mhz)
+    cycles = staging["cycles"]
+    reads = staging["ssd_bytes_charged"] / ssd.access_bytes
+    return {**staging,
+            "ssd_bandwidth_util": (staging["ssd_bytes_charged"] / (limit * cycles)
+                                   if cycles else 0.0),
+            "ssd_iops_util": (reads * slot / cycles if cycles else 0.0) if slot else None}
 
 
 def plot_report(report: dict, path) -> Path:

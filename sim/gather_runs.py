@@ -1,6 +1,6 @@
 """Tables, images, stimulus and runs for the gather-unit bench, shared by tests and benchmark."""
 
-from dataclasses import asdict, replace
+from dataclasses import asdict
 
 import numpy as np
 
@@ -63,9 +63,9 @@ def bag_lookups(params: GatherParams, tables, count: int, seed: int, alpha=1.05,
 
 
 def with_tier_latency(device, **latency_ns):
-    tiers = tuple(replace(t, latency_ns=latency_ns.get(t.name, t.latency_ns))
-                  for t in device.tiers)
-    return replace(device, tiers=tiers)
+    for name, ns in latency_ns.items():
+        device = device.with_tier(name, latency_ns=ns)
+    return device
 
 
 def _with_staged_column(lookups) -> np.ndarray:

@@ -10,7 +10,7 @@ import hashlib
 import json
 import math
 import tomllib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from .numerics import BIT_LIMITS, NumericsConfig
@@ -197,6 +197,12 @@ class DeviceConfig:
             if t.name == name:
                 return t
         raise KeyError(name)
+
+    def with_tier(self, name: str, **fields) -> "DeviceConfig":
+        """This device with tier ``name``'s ``fields`` changed."""
+        self.tier(name)  # KeyError for a tier the device does not have
+        return replace(self, tiers=tuple(replace(t, **fields) if t.name == name else t
+                                         for t in self.tiers))
 
 
 @dataclass(frozen=True)

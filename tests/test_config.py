@@ -37,6 +37,17 @@ def test_shipped_configs_load():
     assert criteo.model.tables[2].rows == 10131227
 
 
+def test_with_tier_changes_one_tier_and_refuses_an_unknown_one():
+    dev = load_config(ROOT / "configs" / "demo.toml").device
+    changed = dev.with_tier("ssd", access_bytes=512, latency_ns=1000.0)
+    assert changed.tier("ssd").access_bytes == 512 and changed.tier("ssd").latency_ns == 1000.0
+    assert [t for t in changed.tiers if t.name != "ssd"] == [t for t in dev.tiers
+                                                             if t.name != "ssd"]
+    assert dev.tier("ssd").access_bytes == 4096  # the original is untouched
+    with pytest.raises(KeyError, match="hbm"):
+        dev.with_tier("hbm", access_bytes=64)
+
+
 def test_config_hash_is_stable_and_sensitive():
     a = config_from_dict(DEMO, "a")
     assert a.hash == config_from_dict(copy.deepcopy(DEMO), "b").hash

@@ -10,6 +10,7 @@ import pytest
 
 from screc.hw.device import DeviceParams
 from screc.sim.device_runs import run_device
+from screc.sim.e2e import _staging_report
 from screc.sw.bits import unpack_fields
 from screc.sw.config import load_config
 from screc.sw.device import (
@@ -116,6 +117,9 @@ def test_tiered_device_stages_the_ssd_pages_end_to_end_bit_exact(tiered):
     assert page == 512  # the drive's 512 B blocks: a 64 B row costs 8x its size, not 64x
     assert staging["ssd_bytes_charged"] == staging["pages"] * page == staging["dram_bytes_written"]
     assert staging["ssd_bytes_charged"] <= 8 * staging["useful_bytes"]
+    # the simulated drive never serves reads faster than its IOPS: one read slot per block
+    report = _staging_report(staging, setup.cfg)
+    assert 0.3 < report["ssd_iops_util"] <= 1.0 and report["ssd_bandwidth_util"] < 0.2
     assert staging["ssd_out_of_region"] == 0
     cores = [c for name, c in run.report["counters"].items() if name.startswith("gather")]
     assert sum(c["staged"] for c in cores) == staging["ssd_lookups"]
