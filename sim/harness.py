@@ -8,9 +8,12 @@ Python acts per transaction. Files are only rewritten when their text changes, s
 configuration rebuilds in a fraction of a second.
 """
 
+import functools
 import hashlib
 import json
+import os
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 
 from amaranth.back import verilog
@@ -133,12 +136,23 @@ def wrapper_sv(module: str, ports: list[Port], extra: str = "", file_sources=(),
     return "\n".join(lines)
 
 
+PROFILE_ENV = "SCREC_SIM_PROFILE"
+
+
+def build_profile() -> str:
+    """How simulators are compiled: ``speed`` (the default: benches, ``screc sim``) or
+    ``build`` (quick to compile, slower to run: the test suite sets it in tests/conftest.py).
+    Each profile builds in its own directory, so switching never reuses the other's objects."""
+    return os.environ.get(PROFILE_ENV, "speed")
+
+
 @dataclass(frozen=True)
 class Prepared:
     build_dir: Path
     sources: tuple[Path, ...]
     ports: tuple[Port, ...]
     file_sources: tuple[str, ...] = ()
+    profile: str = "speed"
 
 
 CONTROL_GLOBS = ("rst", "*__bp_pct", "*__src_start", "*__extra_max", "*__truncate_every",
@@ -163,17 +177,37 @@ def public_vlt(ports: list[Port], file_sources=(), attached=()) -> str:
     return "\n".join(lines) + "\n"
 
 
+@functools.cache
+def generator_digest() -> str:
+    """Digest of what shapes a generated design besides its parameters: the generator and
+    numerics sources (hw/, sw/) and Amaranth's version."""
+    root = project_root()
+    digest = hashlib.sha256(metadata.version("amaranth").encode())
+    for path in sorted((*root.glob("hw/**/*.py"), *root.glob("hw/rtl/*"), *root.glob("sw/*.py"))):
+        digest.update(str(path.relative_to(root)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def prepare(component: wiring.Component, name: str, key: str, extra_sv: str = "",
             extra_sources=(), file_sources=(), attached=()) -> Prepared:
-    """``attached`` names the streams that ``extra_sv`` connects to simulator-side models:
-    the wrapper generates no back-pressure for them."""
-    build_dir = project_root() / "build" / "sim" / f"{name}-{key}"
+    """``key`` must determine the component (the caller hashes the parameters it was created
+    from): the Verilog of a ``(name, key)`` already converted by the same generator sources
+    is reused, not converted again (the Criteo-Kaggle device takes 30 s). ``attached`` names
+    the streams that ``extra_sv`` connects to simulator-side models: the wrapper generates
+    no back-pressure for them."""
+    profile = build_profile()
+    suffix = "" if profile == "speed" else f"-{profile}"
+    build_dir = project_root() / "build" / "sim" / f"{name}-{key}{suffix}"
     build_dir.mkdir(parents=True, exist_ok=True)
     ports = ports_of(component)
     dut = build_dir / "dut.v"
-    write_if_changed(dut, verilog.convert(component, name=name, emit_src=False))
+    stamp, converted = build_dir / "dut.stamp", config_key(name, key, generator_digest())
+    if not (dut.exists() and stamp.exists() and stamp.read_text() == converted):
+        write_if_changed(dut, verilog.convert(component, name=name, emit_src=False))
+        stamp.write_text(converted)
     top = build_dir / "tb_top.sv"
     write_if_changed(top, wrapper_sv(name, ports, extra_sv, file_sources, attached))
     write_if_changed(build_dir / "public.vlt", public_vlt(ports, file_sources, attached))
     return Prepared(build_dir, (dut, top, *map(Path, extra_sources)), tuple(ports),
-                    tuple(file_sources))
+                    tuple(file_sources), profile)

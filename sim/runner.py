@@ -14,13 +14,26 @@ from pathlib import Path
 from cocotb_tools.check_results import get_results
 from cocotb_tools.runner import Verilator
 
+from . import harness
 from .harness import Prepared
 from .toolchain import check_verilator
 
 __all__ = ["SimResult", "SimFailure", "run"]
 
-BUILD_ARGS = ("--timing", "-O3", "-CFLAGS", "-std=c++20 -O2", "-Wno-fatal", "-Wno-WIDTH")
+BUILD_ARGS = ("--timing", "-O3", "-fno-merge-cond", "-CFLAGS", "-std=c++20", "-Wno-fatal",
+              "-Wno-WIDTH")
+"""Verilator's arguments. ``-fno-merge-cond``: its pass that merges neighbouring conditionals
+is quadratic in a block's statements and took 117 of the 133 s that Verilator spent on the
+Criteo-Kaggle device (the simulated cycles/s did not change without it)."""
 PARAMS_ENV = "SCREC_TB_PARAMS"
+PROFILE_MAKE_VARS = {
+    "speed": {"OPT_FAST": "-O2", "OPT_SLOW": "-O0", "OPT_GLOBAL": "-O2"},
+    "build": {"OPT_FAST": "-O1", "OPT_SLOW": "-O0", "OPT_GLOBAL": "-O2"},
+}
+"""C++ optimisation per build profile (``harness.build_profile``). The ``Slow`` files hold
+code that runs once (initialisation), so they are never optimised; ``speed`` (benches, ``screc
+sim``) optimises the per-cycle code, ``build`` (the test suite, whose simulations are short)
+compiles it quickly."""
 
 
 class SimFailure(AssertionError):
@@ -46,18 +59,23 @@ class _Verilator(Verilator):
     on the larger cores."""
 
     public_vlt = PUBLIC_VLT
+    make_vars: dict = {}
 
     def _build_command(self):
         cmds = super()._build_command()
         cmds[0] = [a for a in cmds[0] if a != "--public-flat-rw"] + [str(self.public_vlt)]
+        cmds[1] = cmds[1] + [f"{k}={v}" for k, v in self.make_vars.items()]
         return cmds
 
 
-def _pch_workaround():
-    # Verilator's precompiled header fails when a large design is split into several C++ files.
-    flags = os.environ.get("MAKEFLAGS", "")
-    if "CFG_CXXFLAGS_PCH_I" not in flags:
-        os.environ["MAKEFLAGS"] = (flags + " CFG_CXXFLAGS_PCH_I=-include").strip()
+def make_vars(profile: str) -> dict:
+    """Variables for Verilator's makefile: the profile's optimisation levels, and the
+    precompiled header included as text (GCC refuses Verilator's precompiled header when a
+    large design is split into several C++ files)."""
+    if profile not in PROFILE_MAKE_VARS:
+        raise ValueError(f"{harness.PROFILE_ENV}={profile!r}: the build profiles are "
+                         f"{sorted(PROFILE_MAKE_VARS)}")
+    return {**PROFILE_MAKE_VARS[profile], "CFG_CXXFLAGS_PCH_I": "-include"}
 
 
 def _shrink_pch(build_dir: Path) -> None:
@@ -109,13 +127,13 @@ def run(prepared: Prepared, test_module: str, params: dict, testcase=None, seed:
     its run directory, returned as ``SimResult.report``. Raises :class:`SimFailure` on any failed
     or missing test."""
     check_verilator()
-    _pch_workaround()
     build_dir = prepared.build_dir
     params_file = build_dir / "params.json"
     params_file.write_text(json.dumps(params, sort_keys=True))
     report_file = build_dir / "report.json"
     report_file.unlink(missing_ok=True)
     runner = _Verilator()
+    runner.make_vars = make_vars(prepared.profile)
     if (build_dir / "public.vlt").exists():
         runner.public_vlt = build_dir / "public.vlt"
     t0 = time.perf_counter()

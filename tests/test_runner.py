@@ -50,3 +50,9 @@ def test_shrinking_keeps_each_headers_time(tmp_path):
     os.utime(header, ns=(1_000_000_000, 2_000_000_000))
     runner._shrink_pch(tmp_path)
     assert header.stat().st_size == 0 and header.stat().st_mtime_ns == 2_000_000_000
+
+
+def test_an_unknown_build_profile_is_refused_by_name():
+    with pytest.raises(ValueError, match="SCREC_SIM_PROFILE='fastest'.*build.*speed"):
+        runner.make_vars("fastest")
+    assert runner.make_vars("build")["OPT_SLOW"] == "-O0"
