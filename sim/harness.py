@@ -17,7 +17,7 @@ from importlib import metadata
 from pathlib import Path
 
 from amaranth.back import verilog
-from amaranth.hdl import Shape
+from amaranth.hdl import Elaboratable, Shape
 from amaranth.lib import wiring
 
 __all__ = ["Port", "ports_of", "stream_names", "write_if_changed", "prepare", "Prepared",
@@ -177,6 +177,22 @@ def public_vlt(ports: list[Port], file_sources=(), attached=()) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _mark_used(obj, seen=None):
+    """Silence Amaranth's "created but never used" for a component whose Verilog is reused,
+    and for the components it holds."""
+    seen = set() if seen is None else seen
+    if id(obj) in seen:
+        return
+    seen.add(id(obj))
+    if isinstance(obj, (list, tuple)):
+        for item in obj:
+            _mark_used(item, seen)
+    elif isinstance(obj, Elaboratable):
+        obj._MustUse__silence = True
+        for value in vars(obj).values():
+            _mark_used(value, seen)
+
+
 @functools.cache
 def generator_digest() -> str:
     """Digest of what shapes a generated design besides its parameters: the generator and
@@ -198,6 +214,9 @@ def prepare(component: wiring.Component, name: str, key: str, extra_sv: str = ""
     no back-pressure for them."""
     profile = build_profile()
     suffix = "" if profile == "speed" else f"-{profile}"
+    # a pytest-xdist worker builds in directories of its own: two never share one
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    suffix += f"-{worker}" if worker else ""
     build_dir = project_root() / "build" / "sim" / f"{name}-{key}{suffix}"
     build_dir.mkdir(parents=True, exist_ok=True)
     ports = ports_of(component)
@@ -206,6 +225,8 @@ def prepare(component: wiring.Component, name: str, key: str, extra_sv: str = ""
     if not (dut.exists() and stamp.exists() and stamp.read_text() == converted):
         write_if_changed(dut, verilog.convert(component, name=name, emit_src=False))
         stamp.write_text(converted)
+    else:
+        _mark_used(component)
     top = build_dir / "tb_top.sv"
     write_if_changed(top, wrapper_sv(name, ports, extra_sv, file_sources, attached))
     write_if_changed(build_dir / "public.vlt", public_vlt(ports, file_sources, attached))

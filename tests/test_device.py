@@ -29,6 +29,9 @@ from screc.sw.golden import BagBatch
 from screc.sw.image import read_image
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+# Tests that simulate the same device run in one pytest-xdist worker, which builds it once.
+MIXED_BUILD = pytest.mark.xdist_group("device_mixed")
+TIERED_BUILD = pytest.mark.xdist_group("device_tiered")
 
 
 @pytest.fixture(scope="module")
@@ -97,6 +100,7 @@ def tiered():
     return prepare_device(load_config(CONFIGS / "tiered.toml"), log=lambda *a: None)
 
 
+@TIERED_BUILD
 def test_tiered_device_stages_the_ssd_pages_end_to_end_bit_exact(tiered):
     """configs/tiered.toml puts item_id's cold tail on the SSD and the host stages each batch's
     pages into DRAM (sw/lookahead.py, sim/stage_dma.sv): every logit matches, the SSD model
@@ -130,6 +134,7 @@ def test_tiered_device_stages_the_ssd_pages_end_to_end_bit_exact(tiered):
     assert abs(predicted["cycles"] - batch_cycles) / batch_cycles < 0.10, (predicted, batch_cycles)
 
 
+@TIERED_BUILD
 def test_bad_staged_records_are_flagged_and_pool_to_zero(tiered):
     """A staged offset one byte past the last whole row of the staging buffer, and a TT
     table's record marked staged: the router flags both bags ``bad_index``, they pool to
@@ -196,6 +201,7 @@ def test_tiered_device_reads_the_ssd_directly_bit_exact():
     assert abs(predicted - cycles) / cycles < 0.10, (predicted, cycles)
 
 
+@MIXED_BUILD
 def test_mixed_batch_is_bit_exact_and_the_planner_within_ten_percent(mixed):
     """The mixed device's TT arrays have 4 and 8 lanes and its rows 64 elements: the collector
     takes whole gather-port beats (32 elements) from every core, not the TT lanes' 4 (which
@@ -206,6 +212,7 @@ def test_mixed_batch_is_bit_exact_and_the_planner_within_ten_percent(mixed):
     _run_checked(mixed, seed=13, name="device_mixed")
 
 
+@MIXED_BUILD
 def test_second_core_mix_under_random_memory_delay_and_backpressure(demo, mixed):
     p = mixed.params
     assert len(p.gather) >= 2 and len(p.tt) >= 2
@@ -221,6 +228,7 @@ def test_second_core_mix_under_random_memory_delay_and_backpressure(demo, mixed)
     assert all(r["dram_requests"] + r["bram_requests"] > 0 for r in rows)
 
 
+@MIXED_BUILD
 def test_bad_bags_are_flagged_zeroed_and_leave_the_other_samples_exact(mixed):
     routes = mixed.params.routes
     dense_t = next(t for t, r in enumerate(routes) if r.kind == "dense")
@@ -246,6 +254,7 @@ def test_bad_bags_are_flagged_zeroed_and_leave_the_other_samples_exact(mixed):
     np.testing.assert_array_equal(run.logits[others], clean_logits[others])
 
 
+@MIXED_BUILD
 def test_shifts_beyond_the_pooled_width_round_to_zero(mixed):
     from dataclasses import replace
 
@@ -266,6 +275,7 @@ def test_shifts_beyond_the_pooled_width_round_to_zero(mixed):
     np.testing.assert_array_equal(run.logits, expected)
 
 
+@MIXED_BUILD
 def test_malformed_batch_stops_the_run_with_a_flag_not_a_hang(mixed):
     _, dense_q, bags = make_batch(mixed, 20, seed=6)
 
@@ -281,6 +291,7 @@ def test_malformed_batch_stops_the_run_with_a_flag_not_a_hang(mixed):
     assert run.resp["run"]["cycles"] < 2_000
 
 
+@MIXED_BUILD
 def test_bad_batch_magic_and_run_before_boot_are_refused(mixed):
     _, dense_q, bags = make_batch(mixed, 16, seed=6)
 

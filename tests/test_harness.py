@@ -1,4 +1,10 @@
+import gc
+import warnings
 from types import SimpleNamespace
+
+from amaranth.hdl import Module, UnusedElaboratable
+from amaranth.lib import wiring
+from amaranth.lib.wiring import Out
 
 from screc.sim import harness
 from screc.sw.numerics import Requant
@@ -6,10 +12,16 @@ from screc.sw.numerics import Requant
 REQUANT = Requant(in_bits=20, out_bits=8, max_shift=15, relu=True)
 
 
+def _fake_convert(component, name, emit_src):
+    component._MustUse__silence = True
+    return f"module {name}; endmodule\n"
+
+
 def test_a_design_is_converted_once_per_key_and_generator(monkeypatch, tmp_path):
     calls = []
 
     def convert(component, name, emit_src):
+        component._MustUse__silence = True
         calls.append(name)
         return f"module {name}; endmodule // {len(calls)}\n"
 
@@ -35,8 +47,7 @@ def test_a_design_is_converted_once_per_key_and_generator(monkeypatch, tmp_path)
 
 def test_each_build_profile_builds_in_its_own_directory(monkeypatch, tmp_path):
     monkeypatch.setattr(harness, "project_root", lambda: tmp_path)
-    monkeypatch.setattr(harness, "verilog", SimpleNamespace(
-        convert=lambda component, name, emit_src: "module requant; endmodule\n"))
+    monkeypatch.setattr(harness, "verilog", SimpleNamespace(convert=_fake_convert))
     dirs = {}
     for profile in ("speed", "build"):
         monkeypatch.setenv(harness.PROFILE_ENV, profile)
@@ -44,3 +55,37 @@ def test_each_build_profile_builds_in_its_own_directory(monkeypatch, tmp_path):
         assert prepared.profile == profile
         dirs[profile] = prepared.build_dir
     assert dirs["speed"] != dirs["build"]
+
+
+class _Inner(wiring.Component):
+    o: Out(1)
+
+    def elaborate(self, platform):
+        return Module()
+
+
+class _Outer(wiring.Component):
+    o: Out(1)
+
+    def __init__(self):
+        super().__init__()
+        self.inner = [_Inner()]
+
+    def elaborate(self, platform):
+        return Module()
+
+
+def test_a_reused_design_leaves_no_unused_elaboratable_warning(monkeypatch, tmp_path):
+    # Amaranth warns only once something has been elaborated in the process
+    monkeypatch.setattr(UnusedElaboratable, "_MustUse__silence", False)
+    monkeypatch.setattr(harness, "project_root", lambda: tmp_path)
+    monkeypatch.setattr(harness, "verilog", SimpleNamespace(convert=_fake_convert))
+    outer = _Outer()
+    harness.prepare(outer, "outer", "k")
+    outer.inner[0]._MustUse__silence = True  # converted with its holder
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        harness.prepare(_Outer(), "outer", "k")  # reused: never converted
+        gc.collect()
+    unused = [str(w.message) for w in caught if "never used" in str(w.message)]
+    assert not unused, unused
