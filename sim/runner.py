@@ -162,7 +162,10 @@ def run(prepared: Prepared, test_module: str, params: dict, testcase=None, seed:
     t1 = time.perf_counter()
     results_xml = build_dir / "results.xml"
     results_xml.unlink(missing_ok=True)
-    env = {PARAMS_ENV: str(params_file), "SCREC_TB_REPORT": str(report_file)}
+    # One BLAS thread: the bench's NumPy work is per transaction, and OpenBLAS's idle threads
+    # spin on the cores that the simulation (or a parallel test) needs (5% of a demo run).
+    env = {PARAMS_ENV: str(params_file), "SCREC_TB_REPORT": str(report_file),
+           "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
     try:
         runner.test(
             test_module=test_module,

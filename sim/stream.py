@@ -81,10 +81,15 @@ def unpack(shape, raw: int):
 
 
 async def reset(dut, cycles: int = 4):
-    dut.rst.value = 1
+    """Reset the design: ``rst`` is high at ``cycles`` + 2 rising edges, and this returns just
+    after the last of them (the next edge is the first out of reset). The wrapper registers
+    the request (``rst__req``) into ``rst``, so ``rst`` follows it one edge late."""
+    dut.rst__req.value = 1
+    await RisingEdge(dut.clk)
     await ClockCycles(dut.clk, cycles)
     await RisingEdge(dut.clk)
-    dut.rst.value = 0
+    dut.rst__req.value = 0
+    await RisingEdge(dut.clk)
 
 
 class StreamDriver:
