@@ -21,3 +21,8 @@ def pytest_configure(config):
     venv_bin = ROOT / ".venv" / "bin"
     if venv_bin.is_dir() and not os.environ.get("PATH", "").startswith(str(venv_bin)):
         os.environ["PATH"] = f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}"
+
+
+def pytest_collection_modifyitems(config, items):
+    # Longest first: the parallel suite must not end waiting on one long test started last.
+    items.sort(key=lambda item: item.get_closest_marker("long") is None)

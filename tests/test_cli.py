@@ -26,6 +26,9 @@ def test_verilog_writes_every_core_and_the_planned_device(tmp_path, capsys):
     assert "not built yet" not in capsys.readouterr().out
 
 
+# the demo device's build, shared with tests/test_device.py on one pytest-xdist worker
+@pytest.mark.xdist_group("device_demo")
+@pytest.mark.long
 def test_sim_runs_the_demo_device_and_writes_report_and_plot(tmp_path, capsys):
     out = tmp_path / "sim.json"
     gpu = ROOT / "docs" / "baselines" / "h100-host-2026-11-23.json"

@@ -32,6 +32,7 @@ CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 # Tests that simulate the same device run in one pytest-xdist worker, which builds it once.
 MIXED_BUILD = pytest.mark.xdist_group("device_mixed")
 TIERED_BUILD = pytest.mark.xdist_group("device_tiered")
+DEMO_BUILD = pytest.mark.xdist_group("device_demo")
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +70,8 @@ def _run_checked(setup, seed, name="device"):
     return run
 
 
+@DEMO_BUILD
+@pytest.mark.long
 def test_demo_batch_is_bit_exact_and_the_planner_within_ten_percent(demo):
     _run_checked(demo, seed=11)
 
@@ -86,6 +89,7 @@ def _assert_tt_dealing(setup, run, bags):
             assert counters[f"tt{route.core + k}"]["lookups"] == sizes[k::route.replicas].sum()
 
 
+@pytest.mark.long
 def test_planned_criteo_device_is_bit_exact_and_the_planner_within_ten_percent():
     """The sized Criteo-Kaggle device (MLP core and TT arrays planned to the KU15P) end to
     end: the largest build of the suite."""
@@ -101,6 +105,7 @@ def tiered():
 
 
 @TIERED_BUILD
+@pytest.mark.long
 def test_tiered_device_stages_the_ssd_pages_end_to_end_bit_exact(tiered):
     """configs/tiered.toml puts item_id's cold tail on the SSD and the host stages each batch's
     pages into DRAM (sw/lookahead.py, sim/stage_dma.sv): every logit matches, the SSD model
@@ -176,6 +181,7 @@ def test_bad_staged_records_are_flagged_and_pool_to_zero(tiered):
     np.testing.assert_array_equal(run.logits, expected)
 
 
+@pytest.mark.long
 def test_tiered_device_reads_the_ssd_directly_bit_exact():
     """Without the host's staging the gather cores read SSD rows themselves: bit-exact, and the
     batch's predicted cycles within 10%: the gather core's in-order reorder buffer fills behind
@@ -202,6 +208,7 @@ def test_tiered_device_reads_the_ssd_directly_bit_exact():
 
 
 @MIXED_BUILD
+@pytest.mark.long
 def test_mixed_batch_is_bit_exact_and_the_planner_within_ten_percent(mixed):
     """The mixed device's TT arrays have 4 and 8 lanes and its rows 64 elements: the collector
     takes whole gather-port beats (32 elements) from every core, not the TT lanes' 4 (which
