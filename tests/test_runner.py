@@ -52,7 +52,6 @@ def test_shrinking_keeps_each_headers_time(tmp_path):
     assert header.stat().st_size == 0 and header.stat().st_mtime_ns == 2_000_000_000
 
 
-def test_an_unknown_build_profile_is_refused_by_name():
-    with pytest.raises(ValueError, match="SCREC_SIM_PROFILE='fastest'.*build.*speed"):
-        runner.make_vars("fastest")
+def test_every_build_profile_has_its_make_variables():
+    assert set(runner.PROFILE_MAKE_VARS) == set(harness.PROFILES)
     assert runner.make_vars("build")["OPT_SLOW"] == "-O0"
