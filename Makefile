@@ -7,7 +7,7 @@ STAMP := $(VENV)/.screc-installed
 CONFIG ?= configs/demo.toml
 export PATH := $(VENV)/bin:$(PATH)
 
-.PHONY: all venv check-host test demo verilog sim plan synth bench bench-deps clean distclean
+.PHONY: all venv check-host test demo verilog sim plan synth synth-criteo bench bench-deps clean distclean
 
 all: test
 
@@ -42,15 +42,18 @@ $(SYNTH_STAMP): $(STAMP)
 	$(PY) -m pip install --quiet -e '.[synth]'
 	@touch $@
 
-# Resource and Fmax estimates of every core and of the planned device top (demo and
-# criteo_kaggle; build/synth/device_<model>/report.json), a lanes sweep with its plot, and the
-# planner's measured resource table (configs/core_resources.toml). The first run compiles the
-# WebAssembly tools (~40 s, cached).
+# Resource, logic-depth and Fmax estimates of every core and of the planned device top
+# (build/synth/<core>/report.json, build/synth/device_<model>/report.json), a lanes sweep with
+# its plot, and the planner's measured resource table (configs/core_resources.toml): one run,
+# one tool per CPU, each flow cached by what it read. The first run compiles the WebAssembly
+# tools (~40 s, cached).
 synth: $(SYNTH_STAMP)
-	$(VENV)/bin/screc synth $(CONFIG)
+	$(VENV)/bin/screc synth $(CONFIG) --cores all --sweep lanes=4,8,16,32 \
+	  --resource-table configs/core_resources.toml
+
+# The criteo_kaggle device top (about 17 min of Yosys on its own): bench_scale's "fits" check.
+synth-criteo: $(SYNTH_STAMP)
 	$(VENV)/bin/screc synth configs/criteo_kaggle.toml --cores device_top
-	$(VENV)/bin/screc synth $(CONFIG) --sweep lanes=4,8,16,32
-	$(VENV)/bin/screc synth $(CONFIG) --no-fmax --resource-table configs/core_resources.toml
 
 plan: $(STAMP)
 	$(VENV)/bin/screc plan $(CONFIG) -o build/plan/plan.json --image build/plan/image.bin

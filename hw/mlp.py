@@ -29,7 +29,11 @@ n_out``, weights from word ``w_base`` (``tiles`` x ``k`` words of R weights), bi
 ``tiles`` x R elements at ``in_base`` (feature-block aligned) give ``k(k-1)/2`` pairwise dots,
 requantised by ``shift`` to ``out_base + pair``. ``COPY``: ``k`` features from ``in_base`` to
 ``out_base``."""
-DRAIN_GAP = 4
+REQUANT_STAGES = 2
+"""Registers between a result leaving the accumulators and its bank write (``MLPCore``)."""
+DRAIN_GAP = 4 + REQUANT_STAGES
+"""Cycles the sequencer waits after a layer's last issue beyond its drain: the operand,
+product and accumulator registers, the requantiser's two, and one spare."""
 DOT_PHASES = 2
 """Issue cycles of each DOT step: the lanes share the packed multipliers in pairs, and a DOT's
 two operands differ in every lane, so even lanes multiply in the first cycle, odd in the
@@ -679,17 +683,19 @@ class MLPCore(wiring.Component):
         m.d.comb += [cur[lane].eq(res_row[lane] + (bias_odd if lane % 2 else bias_even))
                      for lane in range(L)]
         # One requantiser per lane serves the drain and the DOT results (an instruction is
-        # one or the other); ReLU after saturation, as numerics.requantize applies it.
+        # one or the other); ReLU after saturation, as numerics.requantize applies it. Two
+        # registers keep the drain's row select, bias adders, requantiser and bank write in
+        # separate cycles (REQUANT_STAGES; the sequencer's DRAIN_GAP waits for them): the
+        # requantiser's input (with its destination) and its output.
         req = Requant(in_bits=ACC, out_bits=A, max_shift=min(ACC, 63))
         dot_last = op3.dot & op3.last
-        out_word = Signal(L * A)
-        for lane in range(L):
-            q = requant_value(m, Mux(dot_last, dacc[lane], cur[lane]), d.shift, req)
-            m.d.comb += out_word[lane * A:(lane + 1) * A].eq(
-                Mux(d.relu & ~dot_last & q[-1], 0, q))
         feature = drain_tile * R + drain_row
+        pre = [Signal(signed(ACC), name=f"pre{lane}") for lane in range(L)]
+        pre_addr, pre_en, pre_relu = Signal(range(p.features)), Signal(), Signal()
+        post_word, post_addr, post_en = Signal(L * A), Signal(range(p.features)), Signal()
         logit_words = [Signal(signed(ACC), name=f"logit{lane}") for lane in range(L)]
         logits_error = Signal()
+        m.d.sync += pre_en.eq(0)
         with m.If(drain != 0):
             m.d.sync += drain.eq(drain - 1)
             with m.If(d.raw):
@@ -697,7 +703,18 @@ class MLPCore(wiring.Component):
                     m.d.sync += [logit_words[lane].eq(Mux(lane < samples, cur[lane], 0))
                                  for lane in range(L)]
             with m.Elif(feature < d.n_out):
-                m.d.comb += [w_addr.eq(d.out_base + feature), w_data.eq(out_word), w_en.eq(1)]
+                m.d.sync += [*(pre[lane].eq(cur[lane]) for lane in range(L)),
+                             pre_addr.eq(d.out_base + feature), pre_en.eq(1),
+                             pre_relu.eq(d.relu)]
+        with m.If(dot_last):
+            m.d.sync += [*(pre[lane].eq(dacc[lane]) for lane in range(L)),
+                         pre_addr.eq(d.out_base + op3.pair), pre_en.eq(1), pre_relu.eq(0)]
+        for lane in range(L):
+            q = requant_value(m, pre[lane], d.shift, req)
+            m.d.sync += post_word[lane * A:(lane + 1) * A].eq(Mux(pre_relu & q[-1], 0, q))
+        m.d.sync += [post_addr.eq(pre_addr), post_en.eq(pre_en)]
+        with m.If(post_en):
+            m.d.comb += [w_addr.eq(post_addr), w_data.eq(post_word), w_en.eq(1)]
 
         with m.If(tile_done):
             for r in range(R):
@@ -705,9 +722,6 @@ class MLPCore(wiring.Component):
                 for lane in range(L):
                     m.d.sync += res[r][lane].eq(accs[r][lane])
             m.d.sync += [drain.eq(R), drain_tile.eq(op3.tile)]
-
-        with m.If(dot_last):
-            m.d.comb += [w_addr.eq(d.out_base + op3.pair), w_data.eq(out_word), w_en.eq(1)]
 
         copy_word = Signal(L * A)
         with m.Switch(op1.bank):

@@ -20,9 +20,13 @@ __all__ = ["TTCoreParams", "TTCore", "TTReference", "reciprocal", "LOAD_CORE_CON
 LOAD_CORE_CONFIG = 3
 CONFIG_SHIFT1 = 0
 CONFIG_SHIFT2 = 1
-DRAIN_CYCLES = 3
+DRAIN_CYCLES = 4
 """Cycles between the last stage-1 issue and the first stage-2 issue of a row: the read,
-multiply and accumulate registers must empty into the stage-1 product banks first."""
+multiply, accumulate and requantise registers must empty into the stage-1 product banks
+first."""
+
+SPLIT_STAGES = 4
+"""Pipeline registers of the index split before the job register (see ``TTCore``)."""
 
 
 def reciprocal(divisor: int, width: int) -> tuple[int, int]:
@@ -131,10 +135,10 @@ class TTCoreParams:
     @property
     def latency(self) -> int:
         """Clock edges from a lookup's transfer to the first beat of its (unpooled) row being
-        valid, when the array is idle: one to register the split index, the issue cycles (the
-        first overlaps the job take), three pipeline registers (operands, product, accumulator
-        and write-back) and one to load the output register."""
-        return 1 + self.cycles_per_lookup + 3 + 1
+        valid, when the array is idle: the index split's stages and the job register, the
+        issue cycles (the first overlaps the job take), four pipeline registers (operands,
+        product, accumulator, requantised value) and one to load the output register."""
+        return SPLIT_STAGES + 1 + self.cycles_per_lookup + 4 + 1
 
     @property
     def acc_bits(self) -> int:
@@ -275,8 +279,9 @@ class TTCore(wiring.Component):
     broadcast, one P-wide G2 word per cycle) for ``q1 q2 ceil(r2/P) r1`` cycles and writes the
     product into P banks skewed by ``(row + rank) mod P``; after ``DRAIN_CYCLES`` stage 2 tiles
     the lanes along (j1, j2) (G3 element broadcast, one element from each bank) for
-    ``q3 ceil(q1 q2/P) r2`` cycles. The next row's index is split while the current one computes,
-    so rows issue back to back: throughput one row per ``cycles_per_lookup`` cycles, MAC
+    ``q3 ceil(q1 q2/P) r2`` cycles. The next rows' indices are split (a ``SPLIT_STAGES``-deep
+    pipeline, one multiplication per stage) while the current one computes, so rows issue back
+    to back: throughput one row per ``cycles_per_lookup`` cycles, MAC
     utilisation ``mac_utilisation`` (0.99 for dim 64, ranks 16 or 32, P = 16). Latency
     ``latency`` cycles to the first output beat.
 
@@ -372,42 +377,51 @@ class TTCore(wiring.Component):
         errors = Signal(32)
         lookups = Signal(32)
 
+        # Index split, pipelined so that no register-to-register path chains more than one
+        # multiplication (a division by a constant is a multiplication by its reciprocal):
+        # accept -> i1 = low // (p2 p3) -> rem = low - i1 p2 p3 -> i2 = rem // p3 -> job
+        # (i3 = rem - i2 p3). The stages advance together whenever the job register frees and
+        # a stall holds them all, so the array's throughput is unchanged and a lookup reaches
+        # the job register SPLIT_STAGES + 1 edges after its transfer.
         width = _bits(p.tt.rows_capacity)
         c23 = p2 * p3
         mult23, sh23 = reciprocal(c23, width)
         mult3, sh3 = reciprocal(p3, _bits(c23))
+        split_layout = data.StructLayout({
+            "valid": 1, "compute": 1, "first": 1, "last": 1, "low": unsigned(width),
+            "i1": unsigned(_bits(p1)), "rem": unsigned(_bits(c23)), "i2": unsigned(_bits(p2))})
+        stages = [Signal(split_layout, name=f"split{n}") for n in range(SPLIT_STAGES)]
+        s0, s1, s2, s3 = stages
         index = self.lookup.payload.index
-        low = index[:width]
-        i1 = Signal(range(p1 + 1))
-        rem = Signal(range(c23 + 1))
-        i2 = Signal(range(p2 + 1))
-        m.d.comb += [
-            i1.eq((low * mult23) >> sh23),
-            rem.eq(low - i1 * c23),
-            i2.eq((rem * mult3) >> sh3),
-        ]
         in_range = index < p.rows
         empty = self.lookup.payload.empty
         last = self.lookup.payload.last
         bag_full = (bag_rows >= p.max_bag) if p.pooling else Const(0)
         compute = ~empty & in_range & ~bag_full
 
-        with m.If(job_take):
-            m.d.sync += job_valid.eq(0)
-        m.d.comb += self.lookup.ready.eq(~job_valid | job_take)
+        advance = Signal()
+        m.d.comb += [advance.eq(~job_valid | job_take), self.lookup.ready.eq(advance)]
+        with m.If(advance):
+            m.d.sync += [s1.eq(s0), s2.eq(s1), s3.eq(s2), s0.valid.eq(0), job_valid.eq(s3.valid),
+                         s1.i1.eq((s0.low * mult23) >> sh23),
+                         s2.rem.eq(s1.low - s1.i1 * c23),
+                         s3.i2.eq((s2.rem * mult3) >> sh3)]
+            with m.If(s3.valid):
+                m.d.sync += [job.i1.eq(s3.i1), job.i2.eq(s3.i2), job.i3.eq(s3.rem - s3.i2 * p3),
+                             job.compute.eq(s3.compute), job.first.eq(s3.first),
+                             job.last.eq(s3.last)]
         with m.If(self.lookup.valid & self.lookup.ready):
             with m.If(~empty & ~compute):
                 m.d.sync += [errors.eq(errors + 1), self.error.eq(1)]
-            fields = [job.i1.eq(i1), job.i2.eq(i2), job.i3.eq(rem - i2 * p3),
-                      job.compute.eq(compute)]
+            fields = [s0.low.eq(index[:width]), s0.compute.eq(compute)]
             if p.pooling:
                 with m.If(compute | last):
-                    m.d.sync += fields + [job.first.eq(compute & (bag_rows == 0)),
-                                          job.last.eq(last), job_valid.eq(1)]
+                    m.d.sync += fields + [s0.first.eq(compute & (bag_rows == 0)),
+                                          s0.last.eq(last), s0.valid.eq(1)]
                 m.d.sync += bag_rows.eq(Mux(last, 0, bag_rows + compute))
             else:
                 with m.If(compute):
-                    m.d.sync += fields + [job.first.eq(1), job.last.eq(1), job_valid.eq(1)]
+                    m.d.sync += fields + [s0.first.eq(1), s0.last.eq(1), s0.valid.eq(1)]
 
         # Sequencer: issues one MAC op (all lanes) per cycle.
         cur = Signal(job_layout)
@@ -494,11 +508,14 @@ class TTCore(wiring.Component):
                                  op.close.eq(1), set_closing.eq(1)]
                     take_next()
 
-        # Pipeline: c1 operands from the memories, c2 product, c3 accumulator, then write back.
+        # Pipeline: c1 operands from the memories, c2 product, c3 accumulator, c4 requantised
+        # value (its own cycle: the barrel shifter and the write-back's lane select do not fit
+        # one with the accumulator), then write back.
         op1 = Signal(op_layout)
         op2 = Signal(op_layout)
         op3 = Signal(op_layout)
-        m.d.sync += [op1.eq(op), op2.eq(op1), op3.eq(op2)]
+        op4 = Signal(op_layout)
+        m.d.sync += [op1.eq(op), op2.eq(op1), op3.eq(op2), op4.eq(op3)]
 
         bank_data = Cat(*[rd.data for rd, _ in banks])
         rotated = Signal(P * B)
@@ -517,21 +534,24 @@ class TTCore(wiring.Component):
 
         req1 = Requant(in_bits=p.acc_bits, out_bits=B, max_shift=p.acc_bits)
         req2 = Requant(in_bits=p.acc_bits, out_bits=E, max_shift=p.acc_bits)
-        stage1_vals = [requant_value(m, accs[lane], shift1, req1) for lane in range(P)]
-        stage2_vals = [requant_value(m, accs[lane], shift2, req2) for lane in range(P)]
+        stage1_vals = [Signal(signed(B), name=f"s1_val{lane}") for lane in range(P)]
+        stage2_vals = [Signal(signed(E), name=f"s2_val{lane}") for lane in range(P)]
+        for lane in range(P):
+            m.d.sync += [stage1_vals[lane].eq(requant_value(m, accs[lane], shift1, req1)),
+                         stage2_vals[lane].eq(requant_value(m, accs[lane], shift2, req2))]
 
-        write_s1 = op3.valid & ~op3.stage2 & op3.last_k
+        write_s1 = op4.valid & ~op4.stage2 & op4.last_k
         for b_idx, (_, wr) in enumerate(banks):
             # bank b holds lane (b - row) mod P of a stage-1 tile
             src = Signal(range(P), name=f"s1_src{b_idx}")
-            m.d.comb += src.eq((b_idx - op3.row) & (P - 1) if P > 1 else 0)
+            m.d.comb += src.eq((b_idx - op4.row) & (P - 1) if P > 1 else 0)
             value = Signal(signed(B), name=f"s1_w{b_idx}")
             with m.Switch(src):
                 for lane in range(P):
                     with m.Case(lane):
                         m.d.comb += [value.eq(stage1_vals[lane]),
-                                     wr.en.eq(write_s1 & op3.mask[lane])]
-            m.d.comb += [wr.addr.eq(op3.row * T2 + op3.tile), wr.data.eq(value)]
+                                     wr.en.eq(write_s1 & op4.mask[lane])]
+            m.d.comb += [wr.addr.eq(op4.row * T2 + op4.tile), wr.data.eq(value)]
 
         out_shape = signed(p.out_bits)
         acc_out = [Signal(out_shape, name=f"row{pos}") for pos in range(D)]
@@ -541,7 +561,7 @@ class TTCore(wiring.Component):
         hold_valid = Signal()
         beat = _counter(p.beats_per_row, "beat")
 
-        write_s2 = op3.valid & op3.stage2 & op3.last_k
+        write_s2 = op4.valid & op4.stage2 & op4.last_k
         with m.If(acc_done & ~hold_valid):
             m.d.sync += [hold[pos].eq(Mux(acc_valid, acc_out[pos], 0)) for pos in range(D)]
             m.d.sync += [hold_valid.eq(1), acc_done.eq(0), acc_valid.eq(0), closing.eq(0),
@@ -551,13 +571,13 @@ class TTCore(wiring.Component):
         for pos in range(D):
             row_idx, col = divmod(pos, q3)
             tile, lane = divmod(row_idx, P)
-            hit = write_s2 & op3.mask[lane] & (op3.tile == tile) & (op3.col == col)
+            hit = write_s2 & op4.mask[lane] & (op4.tile == tile) & (op4.col == col)
             with m.If(hit):
                 m.d.sync += acc_out[pos].eq(
-                    Mux(op3.first_row, stage2_vals[lane], acc_out[pos] + stage2_vals[lane]))
-        with m.If(write_s2 & op3.mask.any()):
+                    Mux(op4.first_row, stage2_vals[lane], acc_out[pos] + stage2_vals[lane]))
+        with m.If(write_s2 & op4.mask.any()):
             m.d.sync += acc_valid.eq(1)
-        with m.If(op3.valid & op3.close):
+        with m.If(op4.valid & op4.close):
             m.d.sync += acc_done.eq(1)
 
         with m.Switch(beat):
@@ -573,8 +593,8 @@ class TTCore(wiring.Component):
             with m.Else():
                 m.d.sync += beat.eq(beat + 1)
 
-        busy = (job_valid | seq_busy | op1.valid | op2.valid | op3.valid | acc_done | hold_valid
-                | closing)
+        busy = (Cat(*(st.valid for st in stages)).any() | job_valid | seq_busy | op1.valid
+                | op2.valid | op3.valid | op4.valid | acc_done | hold_valid | closing)
         cnt = self.counters
         with m.If(busy):
             m.d.sync += cnt.cycles.eq(cnt.cycles + 1)

