@@ -90,7 +90,8 @@ def synthesised_device(cfg) -> dict:
     (256), which may differ from the benchmark's batch and so from this record's plan."""
     path = ROOT / "build" / "synth" / f"device_{cfg.model.name}" / "report.json"
     if not path.exists():
-        return {"missing": f"{path.relative_to(ROOT)}: run `make synth` (demo) or `make synth-criteo`"}
+        return {"missing": f"{path.relative_to(ROOT)}: run `make synth` (demo) or "
+                           "`make synth-criteo`"}
     rep = json.loads(path.read_text())
     fpga = cfg.device.fpga
     return {"report": str(path.relative_to(ROOT)), "luts": rep["luts"], "ffs": rep["ffs"],

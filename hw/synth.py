@@ -23,7 +23,7 @@ import shutil
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -356,13 +356,29 @@ def run_jobs(jobs, *, workers: int | None = None, timeout: float = 1800.0,
             log(f"  {flow:<6} {jobs[i].name} ...")
         return flows[flow](jobs[i], timeout)
 
+    # a job's report is written as soon as its last task ends, so that a long run stopped
+    # part-way keeps what it finished
+    pending = {i: sum(t[1] == i for t in tasks) for i in range(len(jobs))}
+    results, reports = {}, {}
     with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
-        results = {(i, flow): r for (_, i, flow), r in zip(tasks, pool.map(run, tasks))}
-    reports = []
-    for i, (job, prev) in enumerate(zip(jobs, previous)):
-        reports.append(_report(job, prev, results.get((i, "xilinx")),
-                               results.get((i, "ecp5"))))
-    return reports
+        futures = {pool.submit(run, task): task for task in tasks}
+        for i in (i for i, n in pending.items() if n == 0):
+            reports[i] = _report(jobs[i], previous[i], None, None)
+        failures = []
+        for future in as_completed(futures):
+            _, i, flow = futures[future]
+            try:
+                results[(i, flow)] = future.result()
+            except Exception as err:  # the others finish and keep their reports
+                failures.append(err)
+                continue
+            pending[i] -= 1
+            if pending[i] == 0:
+                reports[i] = _report(jobs[i], previous[i], results.get((i, "xilinx")),
+                                     results.get((i, "ecp5")))
+    if failures:
+        raise failures[0]
+    return [reports[i] for i in range(len(jobs))]
 
 
 def _report(job: SynthJob, prev: dict, xilinx, ecp5) -> dict:

