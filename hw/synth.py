@@ -25,6 +25,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
+from functools import cached_property
 from importlib import metadata
 from pathlib import Path
 
@@ -217,12 +218,12 @@ class SynthJob:
         return (f"read_verilog -sv wrapped.v {' '.join(s.name for s in RTL_SOURCES)}\n"
                 f"synth_ecp5 -top wrapped_{self.name} -json ecp5.json\n")
 
-    @property
+    @cached_property
     def xilinx_hash(self) -> str:
         return _digest(self.core_v, self.xilinx_script, *(s.read_text() for s in RTL_SOURCES),
                        _DEPTH_SOURCE, json.dumps(tool_versions(), sort_keys=True))
 
-    @property
+    @cached_property
     def ecp5_hash(self) -> str:
         return _digest(self.wrapped_v, self.ecp5_script, NEXTPNR_ARGS,
                        *(s.read_text() for s in RTL_SOURCES),

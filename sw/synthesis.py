@@ -97,17 +97,19 @@ def _lanes_jobs(cfg, lanes, out, fmax):
             for p in lanes}
 
 
-def _table_jobs(cfg, out):
-    """The measurements the resource table is fitted to (resources only)."""
-    return {
-        "gather_core": prepare("gather_core", _fmax_stand_in(cfg, "gather")[0],
-                               out / "gather_core", budget=cfg.device.fpga, fmax=False),
-        **{(rows, lanes): prepare(f"mlp_r{rows}_l{lanes}",
-                                  MLPParams.for_config(cfg, rows, lanes).create(),
-                                  out / "mlp_sweep" / f"r{rows}_l{lanes}",
-                                  budget=cfg.device.fpga, fmax=False)
-           for rows, lanes in MLP_SWEEP},
-    }
+def _table_jobs(cfg, out, mlp_job):
+    """The measurements the resource table is fitted to (resources only); the MLP shape that
+    is the config's own core is ``mlp_job``, not a second synthesis of the same design."""
+    own = MLPParams.for_config(cfg)
+    shapes = {}
+    for rows, lanes in MLP_SWEEP:
+        params = MLPParams.for_config(cfg, rows, lanes)
+        shapes[(rows, lanes)] = mlp_job if params == own else prepare(
+            f"mlp_r{rows}_l{lanes}", params.create(), out / "mlp_sweep" / f"r{rows}_l{lanes}",
+            budget=cfg.device.fpga, fmax=False)
+    return {"gather_core": prepare("gather_core", _fmax_stand_in(cfg, "gather")[0],
+                                   out / "gather_core", budget=cfg.device.fpga, fmax=False),
+            **shapes}
 
 
 def synthesise(cfg, req: SynthRequest, log=print) -> dict:
@@ -118,15 +120,16 @@ def synthesise(cfg, req: SynthRequest, log=print) -> dict:
     table_lanes = (p, 2 * p) if req.resource_table else ()
     lanes_jobs = _lanes_jobs(cfg, sorted(set(req.lanes) | set(table_lanes)), req.out,
                              req.fmax and bool(req.lanes))
-    table_jobs = _table_jobs(cfg, req.out) if req.resource_table else {}
     mlp_job = None
     if req.resource_table:
         mlp_job = next((j for j in core_jobs if j.name == "mlp"), None) or prepare(
             "mlp", MLPParams.for_config(cfg).create(), req.out / "mlp",
             budget=cfg.device.fpga, fmax=False)
-    jobs = [*core_jobs, *lanes_jobs.values(), *table_jobs.values()]
-    if mlp_job is not None and all(mlp_job is not j for j in core_jobs):
-        jobs.append(mlp_job)
+    table_jobs = _table_jobs(cfg, req.out, mlp_job) if req.resource_table else {}
+    # one job per design: the table shares the config's MLP core with the core list
+    unique = {id(j): j for j in (*core_jobs, *lanes_jobs.values(), *table_jobs.values(),
+                                 mlp_job) if j is not None}
+    jobs = list(unique.values())
     t0 = time.perf_counter()
     log(f"synthesising {len(jobs)} designs, {req.workers or 'one per CPU'} at a time ...")
     reports = dict(zip((j.out for j in jobs), run_jobs(jobs, workers=req.workers, log=log)))

@@ -166,6 +166,7 @@ def test_a_failed_job_is_named_and_the_finished_ones_keep_their_reports(tmp_path
     monkeypatch.setattr(synth, "_run", fake_run)
     jobs = [synth.prepare(name, PackedMulParams().create(), tmp_path / name, fmax=False)
             for name in ("good", "bad_and_first")]  # the longer name: the larger job, first
-    with pytest.raises(RuntimeError, match=r"bad_and_first: Xilinx-style synthesis failed \(exit 1\)"):
+    failed = r"bad_and_first: Xilinx-style synthesis failed \(exit 1\)"
+    with pytest.raises(RuntimeError, match=failed):
         synth.run_jobs(jobs, workers=1)
     assert json.loads((tmp_path / "good" / "report.json").read_text())["luts"] == 148
