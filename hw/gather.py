@@ -240,29 +240,35 @@ class GatherUnit(wiring.Component):
         eb = p.elem_bytes * 8
         cnt = self.counters
 
-        # Descriptor registers, validated as they are loaded.
+        # Descriptor registers, validated as they are loaded: the load is registered first and
+        # checked the cycle after (its multiply-add and compares stay off the load port), and
+        # each slot keeps the DRAM and SSD offsets precomputed (``base - threshold x row
+        # bytes``, modulo the address width) so that a lookup's address is one addition.
         slot = data.StructLayout({
             "valid": 1, "rows": 32, "thr_bram": 32, "thr_dram": 32, "base_bram": 32,
-            "base_dram": p.addr_bits, "base_ssd": p.addr_bits, "base_stage": 32,
+            "off_dram": p.addr_bits, "off_ssd": p.addr_bits, "base_stage": 32,
             "stage_last": 33})
         descs = [Signal(slot, name=f"desc{t}") for t in range(p.tables)]
-        d_in = self.desc.payload.desc
+        d_q = Signal(self.desc_load_layout)
+        d_q_valid = Signal()
+        m.d.comb += self.desc.ready.eq(1)
+        m.d.sync += [d_q.eq(self.desc.payload), d_q_valid.eq(self.desc.valid)]
+        d_in = d_q.desc
         valid = ((d_in.magic == DESCRIPTOR_MAGIC) & (d_in.kind == KIND_DENSE)
                  & (d_in.dim == p.dim) & (d_in.row_bytes == p.row_bytes)
                  & (d_in.thr_bram <= d_in.thr_dram) & (d_in.thr_dram <= d_in.rows)
                  & (d_in.base_bram + d_in.thr_bram * B <= p.bram_words))
-        m.d.comb += self.desc.ready.eq(1)
-        with m.If(self.desc.valid):
+        with m.If(d_q_valid):
             for t in range(p.tables):
-                with m.If(self.desc.payload.table == t):
-                    m.d.sync += [descs[t].valid.eq(valid), descs[t].rows.eq(d_in.rows),
-                                 descs[t].thr_bram.eq(d_in.thr_bram),
-                                 descs[t].thr_dram.eq(d_in.thr_dram),
-                                 descs[t].base_bram.eq(d_in.base_bram),
-                                 descs[t].base_dram.eq(d_in.base_dram),
-                                 descs[t].base_ssd.eq(d_in.base_ssd),
-                                 descs[t].base_stage.eq(d_in.base_stage),
-                                 descs[t].stage_last.eq(d_in.stage_bytes - p.row_bytes)]
+                with m.If(d_q.table == t):
+                    m.d.sync += [
+                        descs[t].valid.eq(valid), descs[t].rows.eq(d_in.rows),
+                        descs[t].thr_bram.eq(d_in.thr_bram), descs[t].thr_dram.eq(d_in.thr_dram),
+                        descs[t].base_bram.eq(d_in.base_bram),
+                        descs[t].off_dram.eq(d_in.base_dram - d_in.thr_bram * p.row_bytes),
+                        descs[t].off_ssd.eq(d_in.base_ssd - d_in.thr_dram * p.row_bytes),
+                        descs[t].base_stage.eq(d_in.base_stage),
+                        descs[t].stage_last.eq(d_in.stage_bytes - p.row_bytes)]
 
         # On-chip tier.
         m.submodules.bram = bram = SDPRam(lane_bits=W, depth=p.bram_words)
@@ -270,7 +276,24 @@ class GatherUnit(wiring.Component):
                      bram.wdata.eq(self.bram_load.payload.data),
                      bram.wen.eq(self.bram_load.valid)]
 
-        # Stage 1: register the lookup with its descriptor decision.
+        # The lookup's tier decision, pipelined so that no path chains more than one wide
+        # operation: lk_a registers the lookup with its table's descriptor slot, lk_b the compares
+        # against the thresholds and the row offsets, s1 the address (one addition) and the
+        # bag's bookkeeping. The stages advance together whenever s1 frees (a stall holds them
+        # all), so the unit still takes a lookup per cycle; a lookup reaches s1 three edges
+        # after its transfer.
+        lk = self.lookup.payload
+        idx_bits = p.index_bits
+        la_layout = data.StructLayout({
+            "valid": 1, "table_ok": 1, "index": unsigned(idx_bits), "last": 1, "empty": 1,
+            "staged": 1, "desc": slot})
+        lb_layout = data.StructLayout({
+            "valid": 1, "ok": 1, "last": 1, "empty": 1, "staged": 1, "lt_bram": 1, "lt_dram": 1,
+            "index": unsigned(idx_bits), "bram_off": unsigned(p.addr_bits),
+            "row_off": unsigned(p.addr_bits), "base_bram": 32, "off_dram": p.addr_bits,
+            "off_ssd": p.addr_bits, "base_stage": 32})
+        lk_a = Signal(la_layout)
+        lk_b = Signal(lb_layout)
         s1_layout = data.StructLayout({
             "row": 1, "close": 1, "error": 1, "tier": 2, "addr": unsigned(p.addr_bits)})
         s1 = Signal(s1_layout)
@@ -280,38 +303,51 @@ class GatherUnit(wiring.Component):
         bag_rows = Signal(range(p.max_bag + 1))
         bad_bags = Signal(32)
 
-        lk = self.lookup.payload
         sel = Signal(slot)
-        table_ok = lk.table < p.tables
         with m.Switch(lk.table):
             for t in range(p.tables):
                 with m.Case(t):
                     m.d.comb += sel.eq(descs[t])
-        idx = lk.index
+        dsel = lk_a.desc
+        idx = lk_a.index
         # a staged row (sw/lookahead.py) is in the DRAM staging buffer at byte offset ``index``
         # (stage_last: the last offset a whole row fits at; negative when no row does)
-        in_stage = ~sel.stage_last[-1] & (idx <= sel.stage_last[:32])
-        ok = (table_ok & sel.valid & Mux(lk.staged, in_stage, idx < sel.rows)
-              & (bag_rows < p.max_bag))
-        row = ~lk.empty & ok & ~bag_bad
-        bad = ~lk.empty & ~ok
-        tier = Mux(lk.staged, 1, Mux(idx < sel.thr_bram, 0, Mux(idx < sel.thr_dram, 1, 2)))
-        addr = Mux(lk.staged, sel.base_stage + idx,
-                   Mux(idx < sel.thr_bram, sel.base_bram + idx * B,
-                       Mux(idx < sel.thr_dram,
-                           sel.base_dram + (idx - sel.thr_bram) * p.row_bytes,
-                           sel.base_ssd + (idx - sel.thr_dram) * p.row_bytes)))
-        m.d.comb += self.lookup.ready.eq(~s1_valid | s1_take)
+        in_stage = ~dsel.stage_last[-1] & (idx <= dsel.stage_last[:32])
+        advance = Signal()
+        m.d.comb += [advance.eq(~s1_valid | s1_take), self.lookup.ready.eq(advance)]
+        with m.If(advance):
+            m.d.sync += [
+                lk_a.valid.eq(self.lookup.valid), lk_a.table_ok.eq(lk.table < p.tables),
+                lk_a.index.eq(lk.index), lk_a.last.eq(lk.last), lk_a.empty.eq(lk.empty),
+                lk_a.staged.eq(lk.staged), lk_a.desc.eq(sel),
+                lk_b.valid.eq(lk_a.valid),
+                lk_b.ok.eq(lk_a.table_ok & dsel.valid
+                           & Mux(lk_a.staged, in_stage, idx < dsel.rows)),
+                lk_b.last.eq(lk_a.last), lk_b.empty.eq(lk_a.empty), lk_b.staged.eq(lk_a.staged),
+                lk_b.lt_bram.eq(idx < dsel.thr_bram), lk_b.lt_dram.eq(idx < dsel.thr_dram),
+                lk_b.index.eq(idx), lk_b.bram_off.eq(idx * B),
+                lk_b.row_off.eq(idx * p.row_bytes),
+                lk_b.base_bram.eq(dsel.base_bram), lk_b.off_dram.eq(dsel.off_dram),
+                lk_b.off_ssd.eq(dsel.off_ssd), lk_b.base_stage.eq(dsel.base_stage)]
+
+        ok = lk_b.ok & (bag_rows < p.max_bag)
+        row = ~lk_b.empty & ok & ~bag_bad
+        bad = ~lk_b.empty & ~ok
+        tier = Mux(lk_b.staged, 1, Mux(lk_b.lt_bram, 0, Mux(lk_b.lt_dram, 1, 2)))
+        row_base = Mux(lk_b.lt_dram, lk_b.off_dram, lk_b.off_ssd)
+        addr = Mux(lk_b.staged, lk_b.base_stage + lk_b.index,
+                   Mux(lk_b.lt_bram, lk_b.base_bram + lk_b.bram_off, row_base + lk_b.row_off))
         with m.If(s1_take):
             m.d.sync += s1_valid.eq(0)
-        with m.If(self.lookup.valid & self.lookup.ready):
+        with m.If(advance & lk_b.valid):
             m.d.sync += cnt.lookups.eq(cnt.lookups + 1)
-            with m.If(row & lk.staged):
+            with m.If(row & lk_b.staged):
                 m.d.sync += cnt.staged.eq(cnt.staged + 1)
-            with m.If(row | lk.last):
-                m.d.sync += [s1_valid.eq(1), s1.row.eq(row), s1.close.eq(lk.last),
-                             s1.error.eq(bag_bad | bad), s1.tier.eq(tier), s1.addr.eq(addr)]
-            with m.If(lk.last):
+            with m.If(row | lk_b.last):
+                m.d.sync += [s1_valid.eq(1), s1.row.eq(row), s1.close.eq(lk_b.last),
+                             s1.error.eq(bag_bad | bad), s1.tier.eq(tier),
+                             s1.addr.eq(addr[:p.addr_bits])]
+            with m.If(lk_b.last):
                 m.d.sync += [bag_bad.eq(0), bag_rows.eq(0), cnt.bags.eq(cnt.bags + 1)]
                 with m.If(bag_bad | bad):
                     m.d.sync += [bad_bags.eq(bad_bags + 1), self.error.eq(1)]
@@ -494,7 +530,7 @@ class GatherUnit(wiring.Component):
         with m.If(~stall & sb.valid & sb.close):
             m.d.sync += [hold_valid.eq(1), hold_error.eq(sb.error)]
 
-        busy = s1_valid | (used != 0) | sb.valid | hold_valid
+        busy = lk_a.valid | lk_b.valid | s1_valid | (used != 0) | sb.valid | hold_valid
         with m.If(busy):
             m.d.sync += cnt.cycles.eq(cnt.cycles + 1)
         return m

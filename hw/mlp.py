@@ -34,6 +34,9 @@ REQUANT_STAGES = 2
 DRAIN_GAP = 4 + REQUANT_STAGES
 """Cycles the sequencer waits after a layer's last issue beyond its drain: the operand,
 product and accumulator registers, the requantiser's two, and one spare."""
+DECODE_STAGES = 3
+"""Registers of the look-ahead instruction decode (the descriptor, its products, its check):
+the cycles a batch tile waits before its first instruction."""
 DOT_PHASES = 2
 """Issue cycles of each DOT step: the lanes share the packed multipliers in pairs, and a DOT's
 two operands differ in every lane, so even lanes multiply in the first cycle, odd in the
@@ -322,8 +325,9 @@ class MLPProgram:
 
     @property
     def cycles_per_tile(self) -> int:
-        """Issue cycles of the whole program for one batch tile (the cycle model)."""
-        p, total = self.params, 0
+        """Issue cycles of the whole program for one batch tile (the cycle model): the decode
+        pipeline's priming, then each instruction's."""
+        p, total = self.params, DECODE_STAGES
         for d in self.descriptors:
             if d["op"] == OP_MLP:
                 total += p.layer_cycles(d["k"], d["n_out"])
@@ -468,23 +472,36 @@ class MLPCore(wiring.Component):
         op1 = Signal(op_layout)
         op2 = Signal(op_layout)
         op3 = Signal(op_layout)
-        m.d.comb += p_rd.addr.eq(pc)
+        # Look-ahead decode: the program memory is read at ``fetch_pc`` (the next instruction's
+        # address from the moment the current one is dispatched) and its checks run in a
+        # DECODE_STAGES-deep pipeline while the current instruction executes, so that FETCH only
+        # reads registers (the checks' multiplications from the memory's output into the
+        # sequencer were the core's critical path). Every instruction runs longer than the
+        # pipeline; a tile's first instruction waits DECODE_STAGES cycles (PRIME).
+        fetch_pc = Signal(range(p.program_len + 1))
+        m.d.comb += p_rd.addr.eq(fetch_pc)
+        dq = Signal(self.desc_layout)
+        tiles_k = Signal(len(dq.tiles) + len(dq.k))
+        pairs = Signal(2 * len(dq.k))
+        span = Signal(len(dq.tiles) + len(dq.k) + lr)
+        n_cap = Signal(len(dq.tiles) + lr)
         ok = Signal()
         feats = p.features
-        dd = p_rd.data
-        tiles_k = dd.tiles * dd.k
-        pairs = (dd.k * (dd.k - 1)) >> 1
-        m.d.comb += ok.eq(Mux(
-            dd.op == OP_MLP,
-            (dd.in_base + dd.k <= feats) & (dd.w_base + tiles_k <= p.weight_words)
-            & (dd.b_base + dd.tiles <= p.bias_words) & (dd.n_out <= dd.tiles * R)
-            & (dd.k <= p.max_k) & (dd.k >= 1) & (dd.raw | (dd.out_base + dd.n_out <= feats)),
-            Mux(dd.op == OP_DOT,
-                ((dd.in_base & (R - 1)) == 0) & (dd.tiles >= 1) & (dd.k >= 2)
-                & (dd.in_base + dd.k * dd.tiles * R <= feats)
-                & (dd.out_base + pairs <= feats) & (dd.tiles * R <= p.max_k),
-                Mux(dd.op == OP_COPY,
-                    (dd.in_base + dd.k <= feats) & (dd.out_base + dd.k <= feats), 0))))
+        m.d.sync += [dq.eq(p_rd.data), tiles_k.eq(dq.tiles * dq.k),
+                     pairs.eq((dq.k * (dq.k - 1)) >> 1), span.eq((dq.k * dq.tiles) << lr),
+                     n_cap.eq(dq.tiles << lr)]
+        m.d.sync += ok.eq(Mux(
+            dq.op == OP_MLP,
+            (dq.in_base + dq.k <= feats) & (dq.w_base + tiles_k <= p.weight_words)
+            & (dq.b_base + dq.tiles <= p.bias_words) & (dq.n_out <= n_cap)
+            & (dq.k <= p.max_k) & (dq.k >= 1) & (dq.raw | (dq.out_base + dq.n_out <= feats)),
+            Mux(dq.op == OP_DOT,
+                ((dq.in_base & (R - 1)) == 0) & (dq.tiles >= 1) & (dq.k >= 2)
+                & (dq.in_base + span <= feats)
+                & (dq.out_base + pairs <= feats) & (n_cap <= p.max_k),
+                Mux(dq.op == OP_COPY,
+                    (dq.in_base + dq.k <= feats) & (dq.out_base + dq.k <= feats), 0))))
+        prime = Signal(range(DECODE_STAGES + 1))
 
         loaded_n = Signal(range(p.program_len + 1))
         with m.If(self.load.valid & (ld.target == 0)):
@@ -510,7 +527,12 @@ class MLPCore(wiring.Component):
                 m.d.comb += self.start.ready.eq(~logits_valid)
                 with m.If(self.start.valid & ~logits_valid):
                     m.d.sync += [samples.eq(self.start.payload.samples), pc.eq(0),
-                                 failed.eq(0)]
+                                 fetch_pc.eq(0), failed.eq(0), prime.eq(DECODE_STAGES - 1)]
+                    m.next = "PRIME"
+            with m.State("PRIME"):
+                m.d.comb += busy.eq(1)
+                m.d.sync += prime.eq(prime - 1)
+                with m.If(prime == 0):
                     m.next = "FETCH"
             with m.State("FETCH"):
                 m.d.comb += busy.eq(1)
@@ -523,10 +545,11 @@ class MLPCore(wiring.Component):
                     m.d.comb += emit.eq(1)
                     m.next = "IDLE"
                 with m.Else():
-                    m.d.sync += [d.eq(dd), c_k.eq(0), c_t.eq(0), c_i.eq(1), c_j.eq(0),
-                                 c_c.eq(0), c_pair.eq(0), c_ph.eq(0), tile_gap.eq(0),
+                    m.d.sync += [d.eq(dq), fetch_pc.eq(pc + 1), c_k.eq(0), c_t.eq(0),
+                                 c_i.eq(1), c_j.eq(0), c_c.eq(0), c_pair.eq(0), c_ph.eq(0),
+                                 tile_gap.eq(0),
                                  clear.eq(0)]
-                    with m.Switch(dd.op):
+                    with m.Switch(dq.op):
                         with m.Case(OP_MLP):
                             m.next = "MLP"
                         with m.Case(OP_DOT):

@@ -4,22 +4,20 @@ from amaranth.lib.wiring import In, Out
 
 from screc.sw.numerics import Requant, signed_range
 
-__all__ = ["Requantizer", "requant_value"]
+__all__ = ["Requantizer", "requant_value", "requant_shift", "requant_finish"]
 
 
-def requant_value(m: Module, x, shift, params: Requant):
-    """Combinational requantisation of ``x`` by the run-time ``shift`` (the rule of
-    :func:`screc.sw.numerics.requantize`: add ``2**(shift-1)``, shift right arithmetically,
-    saturate to ``params.out_bits``, then ReLU if asked). Returns the ``out_bits`` signal.
+def requant_shift(x, shift):
+    """The requantiser's first half: ``t = (2x) >> shift``, ``in_bits + 1`` bits (see
+    :func:`requant_value`). A pipelined user registers it and finishes with
+    :func:`requant_finish`: the barrel shifter and the saturation then take a cycle each."""
+    return (x.as_signed() << 1) >> shift
 
-    Formed without the rounding adder at full width: with ``t = (2x) >> shift`` (``x`` scaled
-    by 2**(1 - shift)), the rounded value is ``(t + 1) >> 1``; it saturates high exactly when
-    ``t >= 2 hi + 1`` and low when ``t <= 2 lo - 2``, so one barrel shifter of ``in_bits + 1``
-    bits, two comparisons with constants and an ``out_bits + 2``-bit incrementer do it (the
-    naive ``(x + (1 << shift >> 1)) >> shift`` is as wide as ``2**max_shift``)."""
+
+def requant_finish(m: Module, t, params: Requant):
+    """The requantiser's second half, from ``t = (2x) >> shift``: round, saturate to
+    ``params.out_bits``, then ReLU if asked. Returns the ``out_bits`` signal."""
     lo, hi = signed_range(params.out_bits)
-    t = Signal(signed(params.in_bits + 1))
-    m.d.comb += t.eq((x.as_signed() << 1) >> shift)
     window = Signal(signed(params.out_bits + 2))
     m.d.comb += window.eq(t[:params.out_bits + 2].as_signed() + 1)
     out = Signal(signed(params.out_bits))
@@ -33,6 +31,21 @@ def requant_value(m: Module, x, shift, params: Requant):
     with m.Else():
         m.d.comb += out.eq(window[1:params.out_bits + 1])
     return out
+
+
+def requant_value(m: Module, x, shift, params: Requant):
+    """Combinational requantisation of ``x`` by the run-time ``shift`` (the rule of
+    :func:`screc.sw.numerics.requantize`: add ``2**(shift-1)``, shift right arithmetically,
+    saturate to ``params.out_bits``, then ReLU if asked). Returns the ``out_bits`` signal.
+
+    Formed without the rounding adder at full width: with ``t = (2x) >> shift`` (``x`` scaled
+    by 2**(1 - shift)), the rounded value is ``(t + 1) >> 1``; it saturates high exactly when
+    ``t >= 2 hi + 1`` and low when ``t <= 2 lo - 2``, so one barrel shifter of ``in_bits + 1``
+    bits, two comparisons with constants and an ``out_bits + 2``-bit incrementer do it (the
+    naive ``(x + (1 << shift >> 1)) >> shift`` is as wide as ``2**max_shift``)."""
+    t = Signal(signed(params.in_bits + 1))
+    m.d.comb += t.eq(requant_shift(x, shift))
+    return requant_finish(m, t, params)
 
 
 class Requantizer(wiring.Component):

@@ -11,7 +11,7 @@ from screc.sw.numerics import NumericsConfig, Requant, dot_acc_bits, signed_bits
 
 from .counters import COUNTER_BITS
 from .ram import SDPRam
-from .requant import requant_value
+from .requant import requant_finish, requant_shift
 
 __all__ = ["TTCoreParams", "TTCore", "TTReference", "reciprocal", "LOAD_CORE_CONFIG",
            "CONFIG_SHIFT1",
@@ -20,9 +20,9 @@ __all__ = ["TTCoreParams", "TTCore", "TTReference", "reciprocal", "LOAD_CORE_CON
 LOAD_CORE_CONFIG = 3
 CONFIG_SHIFT1 = 0
 CONFIG_SHIFT2 = 1
-DRAIN_CYCLES = 4
+DRAIN_CYCLES = 6
 """Cycles between the last stage-1 issue and the first stage-2 issue of a row: the read,
-multiply, accumulate and requantise registers must empty into the stage-1 product banks
+operand, multiply, accumulate and two requantise registers must empty into the stage-1 product banks
 first."""
 
 SPLIT_STAGES = 4
@@ -136,9 +136,10 @@ class TTCoreParams:
     def latency(self) -> int:
         """Clock edges from a lookup's transfer to the first beat of its (unpooled) row being
         valid, when the array is idle: the index split's stages and the job register, the
-        issue cycles (the first overlaps the job take), four pipeline registers (operands,
-        product, accumulator, requantised value) and one to load the output register."""
-        return SPLIT_STAGES + 1 + self.cycles_per_lookup + 4 + 1
+        issue cycles (the first overlaps the job take), six pipeline registers (memory
+        outputs, operands, product, accumulator, the requantiser's shift and its value) and one
+        to load the output register."""
+        return SPLIT_STAGES + 1 + self.cycles_per_lookup + 6 + 1
 
     @property
     def acc_bits(self) -> int:
@@ -508,50 +509,56 @@ class TTCore(wiring.Component):
                                  op.close.eq(1), set_closing.eq(1)]
                     take_next()
 
-        # Pipeline: c1 operands from the memories, c2 product, c3 accumulator, c4 requantised
-        # value (its own cycle: the barrel shifter and the write-back's lane select do not fit
-        # one with the accumulator), then write back.
-        op1 = Signal(op_layout)
-        op2 = Signal(op_layout)
-        op3 = Signal(op_layout)
-        op4 = Signal(op_layout)
-        m.d.sync += [op1.eq(op), op2.eq(op1), op3.eq(op2), op4.eq(op3)]
+        # Pipeline: c1 the memories' outputs, c2 the operands (each lane's rotated bank word or
+        # broadcast element, registered: a block RAM's unregistered output into a multiplier
+        # was the array's critical path), c3 product, c4 accumulator, c5 the requantiser's
+        # barrel shift, c6 its rounded and saturated value, then write back.
+        op1, op2, op3, op4, op5, op6 = (Signal(op_layout, name=f"op{n}") for n in range(1, 7))
+        m.d.sync += [op1.eq(op), op2.eq(op1), op3.eq(op2), op4.eq(op3), op5.eq(op4), op6.eq(op5)]
 
         bank_data = Cat(*[rd.data for rd, _ in banks])
         rotated = Signal(P * B)
         m.d.comb += rotated.eq(Cat(bank_data, bank_data).bit_select(op1.rot * B, P * B)
                                if P > 1 else bank_data)
         acc_shape = signed(p.acc_bits)
+        xs = [Signal(signed(B), name=f"x{lane}") for lane in range(P)]
+        ys = [Signal(signed(B), name=f"y{lane}") for lane in range(P)]
         prods = [Signal(signed(2 * B), name=f"prod{lane}") for lane in range(P)]
         accs = [Signal(acc_shape, name=f"acc{lane}") for lane in range(P)]
         for lane in range(P):
-            s1_x = g1.rdata.as_signed()
-            s1_y = g2.rdata[lane * B:(lane + 1) * B].as_signed()
-            s2_x = rotated[lane * B:(lane + 1) * B].as_signed()
-            s2_y = g3.rdata.as_signed()
-            m.d.sync += prods[lane].eq(Mux(op1.stage2, s2_x * s2_y, s1_x * s1_y))
-            m.d.sync += accs[lane].eq(Mux(op2.first_k, prods[lane], accs[lane] + prods[lane]))
+            s1_y = g2.rdata[lane * B:(lane + 1) * B]
+            s2_x = rotated[lane * B:(lane + 1) * B]
+            m.d.sync += [xs[lane].eq(Mux(op1.stage2, s2_x, g1.rdata)),
+                         ys[lane].eq(Mux(op1.stage2, g3.rdata, s1_y)),
+                         prods[lane].eq(xs[lane] * ys[lane]),
+                         accs[lane].eq(Mux(op3.first_k, prods[lane], accs[lane] + prods[lane]))]
 
         req1 = Requant(in_bits=p.acc_bits, out_bits=B, max_shift=p.acc_bits)
         req2 = Requant(in_bits=p.acc_bits, out_bits=E, max_shift=p.acc_bits)
+        # The requantisers take two cycles: the barrel shift into registers, then the
+        # rounding and saturation into the values written back.
         stage1_vals = [Signal(signed(B), name=f"s1_val{lane}") for lane in range(P)]
         stage2_vals = [Signal(signed(E), name=f"s2_val{lane}") for lane in range(P)]
         for lane in range(P):
-            m.d.sync += [stage1_vals[lane].eq(requant_value(m, accs[lane], shift1, req1)),
-                         stage2_vals[lane].eq(requant_value(m, accs[lane], shift2, req2))]
+            t1 = Signal(signed(p.acc_bits + 1), name=f"s1_t{lane}")
+            t2 = Signal(signed(p.acc_bits + 1), name=f"s2_t{lane}")
+            m.d.sync += [t1.eq(requant_shift(accs[lane], shift1)),
+                         t2.eq(requant_shift(accs[lane], shift2)),
+                         stage1_vals[lane].eq(requant_finish(m, t1, req1)),
+                         stage2_vals[lane].eq(requant_finish(m, t2, req2))]
 
-        write_s1 = op4.valid & ~op4.stage2 & op4.last_k
+        write_s1 = op6.valid & ~op6.stage2 & op6.last_k
         for b_idx, (_, wr) in enumerate(banks):
             # bank b holds lane (b - row) mod P of a stage-1 tile
             src = Signal(range(P), name=f"s1_src{b_idx}")
-            m.d.comb += src.eq((b_idx - op4.row) & (P - 1) if P > 1 else 0)
+            m.d.comb += src.eq((b_idx - op6.row) & (P - 1) if P > 1 else 0)
             value = Signal(signed(B), name=f"s1_w{b_idx}")
             with m.Switch(src):
                 for lane in range(P):
                     with m.Case(lane):
                         m.d.comb += [value.eq(stage1_vals[lane]),
-                                     wr.en.eq(write_s1 & op4.mask[lane])]
-            m.d.comb += [wr.addr.eq(op4.row * T2 + op4.tile), wr.data.eq(value)]
+                                     wr.en.eq(write_s1 & op6.mask[lane])]
+            m.d.comb += [wr.addr.eq(op6.row * T2 + op6.tile), wr.data.eq(value)]
 
         out_shape = signed(p.out_bits)
         acc_out = [Signal(out_shape, name=f"row{pos}") for pos in range(D)]
@@ -561,7 +568,7 @@ class TTCore(wiring.Component):
         hold_valid = Signal()
         beat = _counter(p.beats_per_row, "beat")
 
-        write_s2 = op4.valid & op4.stage2 & op4.last_k
+        write_s2 = op6.valid & op6.stage2 & op6.last_k
         with m.If(acc_done & ~hold_valid):
             m.d.sync += [hold[pos].eq(Mux(acc_valid, acc_out[pos], 0)) for pos in range(D)]
             m.d.sync += [hold_valid.eq(1), acc_done.eq(0), acc_valid.eq(0), closing.eq(0),
@@ -571,13 +578,13 @@ class TTCore(wiring.Component):
         for pos in range(D):
             row_idx, col = divmod(pos, q3)
             tile, lane = divmod(row_idx, P)
-            hit = write_s2 & op4.mask[lane] & (op4.tile == tile) & (op4.col == col)
+            hit = write_s2 & op6.mask[lane] & (op6.tile == tile) & (op6.col == col)
             with m.If(hit):
                 m.d.sync += acc_out[pos].eq(
-                    Mux(op4.first_row, stage2_vals[lane], acc_out[pos] + stage2_vals[lane]))
-        with m.If(write_s2 & op4.mask.any()):
+                    Mux(op6.first_row, stage2_vals[lane], acc_out[pos] + stage2_vals[lane]))
+        with m.If(write_s2 & op6.mask.any()):
             m.d.sync += acc_valid.eq(1)
-        with m.If(op4.valid & op4.close):
+        with m.If(op6.valid & op6.close):
             m.d.sync += acc_done.eq(1)
 
         with m.Switch(beat):
@@ -593,8 +600,9 @@ class TTCore(wiring.Component):
             with m.Else():
                 m.d.sync += beat.eq(beat + 1)
 
-        busy = (Cat(*(st.valid for st in stages)).any() | job_valid | seq_busy | op1.valid
-                | op2.valid | op3.valid | op4.valid | acc_done | hold_valid | closing)
+        pipeline = (op1, op2, op3, op4, op5, op6)
+        busy = (Cat(*(st.valid for st in stages)).any() | job_valid | seq_busy
+                | Cat(*(o.valid for o in pipeline)).any() | acc_done | hold_valid | closing)
         cnt = self.counters
         with m.If(busy):
             m.d.sync += cnt.cycles.eq(cnt.cycles + 1)
