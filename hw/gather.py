@@ -165,6 +165,15 @@ class GatherReference:
         return [out]
 
 
+def _or_tree(values):
+    """The OR of ``values`` as a balanced tree."""
+    values = list(values)
+    while len(values) > 1:
+        values = [values[i] | values[i + 1] if i + 1 < len(values) else values[i]
+                  for i in range(0, len(values), 2)]
+    return values[0]
+
+
 def _fields(layout):
     return {name: unsigned(bits) for name, bits in layout}
 
@@ -355,9 +364,15 @@ class GatherUnit(wiring.Component):
                 m.d.sync += [bag_bad.eq(bag_bad | bad), bag_rows.eq(bag_rows + row)]
         m.d.comb += cnt.bad_bags.eq(bad_bags)
 
-        # Reorder buffer: one entry per issued lookup, freed in order by the pooler.
+        # Reorder buffer: one entry per issued lookup, freed in order by the pooler. The head
+        # and tail are kept one-hot beside their binary form (which addresses the data banks):
+        # an entry's flags are written and read through its own one-hot bit, not through a
+        # decoder or a 64-way multiplexer on one high-fanout pointer (which was the unit's
+        # critical path).
         head = Signal(range(N))
         tail = Signal(range(N))
+        head_oh = Signal(N, init=1)
+        tail_oh = Signal(N, init=1)
         used = Signal(range(N + 1))
         e_row = Signal(N)
         e_close = Signal(N)
@@ -400,12 +415,11 @@ class GatherUnit(wiring.Component):
 
         freed = Signal()
         with m.If(issue):
-            m.d.sync += [tail.eq(tail + 1), e_row.bit_select(tail, 1).eq(s1.row),
-                         e_close.bit_select(tail, 1).eq(s1.close),
-                         e_error.bit_select(tail, 1).eq(s1.error)]
+            m.d.sync += [tail.eq(tail + 1), tail_oh.eq(tail_oh.rotate_left(1))]
             for i in range(N):
-                with m.If(tail == i):
-                    m.d.sync += e_tier[i].eq(s1.tier)
+                with m.If(tail_oh[i]):
+                    m.d.sync += [e_row[i].eq(s1.row), e_close[i].eq(s1.close),
+                                 e_error[i].eq(s1.error), e_tier[i].eq(s1.tier)]
         m.d.sync += used.eq(used + issue - freed)
 
         # Per-tier data banks of the reorder buffer.
@@ -464,31 +478,31 @@ class GatherUnit(wiring.Component):
         pa_beat = Signal(range(max(B, 2)))
         stall = Signal()
         head_tier = Signal(2)
-        with m.Switch(head):
-            for i in range(N):
-                with m.Case(i):
-                    m.d.comb += head_tier.eq(e_tier[i])
-        head_ready = (used != 0) & e_done.bit_select(head, 1)
-        head_row = e_row.bit_select(head, 1)
+        m.d.comb += head_tier.eq(_or_tree(Mux(head_oh[i], e_tier[i], 0) for i in range(N)))
+        head_ready = (used != 0) & (e_done & head_oh).any()
+        head_row = (e_row & head_oh).any()
         take_a = head_ready & ~stall
         last_a = ~head_row | (pa_beat == B - 1)
         m.d.comb += freed.eq(take_a & last_a)
         with m.If(take_a):
-            m.d.sync += [head.eq(Mux(last_a, head + 1, head)),
-                         pa_beat.eq(Mux(last_a, 0, pa_beat + 1))]
+            m.d.sync += pa_beat.eq(Mux(last_a, 0, pa_beat + 1))
+            with m.If(last_a):
+                m.d.sync += [head.eq(head + 1), head_oh.eq(head_oh.rotate_left(1))]
         for rd, _ in banks:
             m.d.comb += [rd.addr.eq(head * B + pa_beat), rd.en.eq(~stall)]
         sb = Signal(data.StructLayout({"valid": 1, "row": 1, "close": 1, "error": 1,
                                        "tier": 2, "beat": range(max(B, 2))}))
         with m.If(~stall):
             m.d.sync += [sb.valid.eq(take_a), sb.row.eq(head_row),
-                         sb.close.eq(e_close.bit_select(head, 1) & last_a),
-                         sb.error.eq(e_error.bit_select(head, 1)), sb.tier.eq(head_tier),
+                         sb.close.eq((e_close & head_oh).any() & last_a),
+                         sb.error.eq((e_error & head_oh).any()), sb.tier.eq(head_tier),
                          sb.beat.eq(pa_beat)]
         m.d.sync += e_done.eq((e_done | done_set[0] | done_set[1] | done_set[2])
-                              & ~Mux(freed, Const(1, N) << head, 0))
+                              & ~Mux(freed, head_oh, 0))
         with m.If(issue):
-            m.d.sync += e_done.bit_select(tail, 1).eq(~s1.row)
+            for i in range(N):
+                with m.If(tail_oh[i]):
+                    m.d.sync += e_done[i].eq(~s1.row)
 
         beat_data = Signal(W)
         with m.Switch(sb.tier):

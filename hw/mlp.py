@@ -517,7 +517,14 @@ class MLPCore(wiring.Component):
         act_b = Signal(range(feats))
         for ra, rb, _ in banks:
             m.d.comb += [ra.addr.eq(act_a >> lr), rb.addr.eq(act_b >> lr)]
-        m.d.comb += wmem.raddr.eq(d.w_base + c_t * d.k + c_k)
+        # Operand addresses by strength reduction (registers stepped by the loop strides, no
+        # counter products: a multiplier feeding the memories' addresses was the critical path).
+        w_row = Signal(len(d.w_base))  # w_base + c_t k
+        row_a = Signal(20)  # DOT: in_base + c_i tiles R
+        row_b = Signal(20)  # DOT: in_base + c_j tiles R
+        col_off = Signal(20)  # DOT: c_c R
+        stride = d.tiles << lr
+        m.d.comb += wmem.raddr.eq(w_row + c_k)
         # the biases of the tile that drains, from the cycle its results are copied
         drain_tile = Signal(12)
         m.d.comb += b_rd.addr.eq(d.b_base + Mux(op3.mlp & op3.last, op3.tile, drain_tile))
@@ -547,8 +554,9 @@ class MLPCore(wiring.Component):
                 with m.Else():
                     m.d.sync += [d.eq(dq), fetch_pc.eq(pc + 1), c_k.eq(0), c_t.eq(0),
                                  c_i.eq(1), c_j.eq(0), c_c.eq(0), c_pair.eq(0), c_ph.eq(0),
-                                 tile_gap.eq(0),
-                                 clear.eq(0)]
+                                 tile_gap.eq(0), clear.eq(0), w_row.eq(dq.w_base),
+                                 row_a.eq(dq.in_base + (dq.tiles << lr)), row_b.eq(dq.in_base),
+                                 col_off.eq(0)]
                     with m.Switch(dq.op):
                         with m.Case(OP_MLP):
                             m.next = "MLP"
@@ -569,7 +577,8 @@ class MLPCore(wiring.Component):
                     with m.If(c_k == 0):
                         m.d.sync += tile_gap.eq(R - 1)
                     with m.If(c_k == d.k - 1):
-                        m.d.sync += [c_k.eq(0), c_t.eq(c_t + 1), clear.eq(1)]
+                        m.d.sync += [c_k.eq(0), c_t.eq(c_t + 1), clear.eq(1),
+                                     w_row.eq(w_row + d.k)]
                         with m.If(c_t == d.tiles - 1):
                             m.d.sync += wait.eq(R + DRAIN_GAP)
                             m.next = "WAIT"
@@ -577,23 +586,23 @@ class MLPCore(wiring.Component):
                         m.d.sync += c_k.eq(c_k + 1)
             with m.State("DOT"):
                 m.d.comb += [busy.eq(1), mac_issue.eq(1),
-                             act_a.eq(d.in_base + (c_i * d.tiles + c_c) * R),
-                             act_b.eq(d.in_base + (c_j * d.tiles + c_c) * R),
+                             act_a.eq(row_a + col_off), act_b.eq(row_b + col_off),
                              op.dot.eq(1), op.phase.eq(c_ph), op.chunk0.eq(c_c == 0),
                              op.last.eq((c_c == d.tiles - 1) & c_ph), op.pair.eq(c_pair)]
                 # each step twice: even lanes, then odd lanes (DOT_PHASES)
                 m.d.sync += c_ph.eq(~c_ph)
                 with m.If(c_ph & (c_c == d.tiles - 1)):
-                    m.d.sync += [c_c.eq(0), c_pair.eq(c_pair + 1)]
+                    m.d.sync += [c_c.eq(0), c_pair.eq(c_pair + 1), col_off.eq(0)]
                     with m.If(c_j == c_i - 1):
-                        m.d.sync += [c_j.eq(0), c_i.eq(c_i + 1)]
+                        m.d.sync += [c_j.eq(0), c_i.eq(c_i + 1), row_b.eq(d.in_base),
+                                     row_a.eq(row_a + stride)]
                         with m.If(c_i == d.k - 1):
                             m.d.sync += wait.eq(DRAIN_GAP + 2)
                             m.next = "WAIT"
                     with m.Else():
-                        m.d.sync += c_j.eq(c_j + 1)
+                        m.d.sync += [c_j.eq(c_j + 1), row_b.eq(row_b + stride)]
                 with m.Elif(c_ph):
-                    m.d.sync += c_c.eq(c_c + 1)
+                    m.d.sync += [c_c.eq(c_c + 1), col_off.eq(col_off + R)]
             with m.State("COPY"):
                 m.d.comb += [busy.eq(1), act_a.eq(d.in_base + c_k), op.copy.eq(1),
                              op.feat.eq(c_k), op.bank.eq((d.in_base + c_k) & (R - 1))]
