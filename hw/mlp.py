@@ -12,7 +12,7 @@ from .packed_mul import (PackedMulParams, packed_high_carry, packed_high_floor,
                          packed_wide)
 from .counters import COUNTER_BITS
 from .ram import SDPRam
-from .requant import requant_value
+from .requant import requant_finish, requant_shift
 
 __all__ = ["MLPParams", "MLPCore", "MLPProgram", "MLP_DESCRIPTOR_FIELDS", "OP_MLP", "OP_DOT",
            "OP_COPY", "descriptor_ok"]
@@ -29,11 +29,12 @@ n_out``, weights from word ``w_base`` (``tiles`` x ``k`` words of R weights), bi
 ``tiles`` x R elements at ``in_base`` (feature-block aligned) give ``k(k-1)/2`` pairwise dots,
 requantised by ``shift`` to ``out_base + pair``. ``COPY``: ``k`` features from ``in_base`` to
 ``out_base``."""
-REQUANT_STAGES = 2
-"""Registers between a result leaving the accumulators and its bank write (``MLPCore``)."""
-DRAIN_GAP = 4 + REQUANT_STAGES
-"""Cycles the sequencer waits after a layer's last issue beyond its drain: the operand,
-product and accumulator registers, the requantiser's two, and one spare."""
+REQUANT_STAGES = 3
+"""Registers between a result leaving the accumulators and its bank write (``MLPCore``): the
+requantiser's input, its barrel shift, its value."""
+DRAIN_GAP = 5 + REQUANT_STAGES
+"""Cycles the sequencer waits after a layer's last issue beyond its drain: the memory output,
+operand, product and accumulator registers, the requantiser's, and one spare."""
 DECODE_STAGES = 3
 """Registers of the look-ahead instruction decode (the descriptor, its products, its check):
 the cycles a batch tile waits before its first instruction."""
@@ -472,6 +473,7 @@ class MLPCore(wiring.Component):
         op1 = Signal(op_layout)
         op2 = Signal(op_layout)
         op3 = Signal(op_layout)
+        op4 = Signal(op_layout)
         # Look-ahead decode: the program memory is read at ``fetch_pc`` (the next instruction's
         # address from the moment the current one is dispatched) and its checks run in a
         # DECODE_STAGES-deep pipeline while the current instruction executes, so that FETCH only
@@ -527,7 +529,7 @@ class MLPCore(wiring.Component):
         m.d.comb += wmem.raddr.eq(w_row + c_k)
         # the biases of the tile that drains, from the cycle its results are copied
         drain_tile = Signal(12)
-        m.d.comb += b_rd.addr.eq(d.b_base + Mux(op3.mlp & op3.last, op3.tile, drain_tile))
+        m.d.comb += b_rd.addr.eq(d.b_base + Mux(op4.mlp & op4.last, op4.tile, drain_tile))
 
         with m.FSM():
             with m.State("IDLE"):
@@ -619,8 +621,10 @@ class MLPCore(wiring.Component):
                 with m.Else():
                     m.d.sync += wait.eq(wait - 1)
 
-        # Datapath: c1 operands, c2 products, c3 accumulators / lane sums.
-        m.d.sync += [op1.eq(op), op2.eq(op1), op3.eq(op2)]
+        # Datapath: c1 the memories' outputs, c2 the multipliers' operands (selected and packed,
+        # registered: the selects in front of the multipliers were the core's critical path),
+        # c3 products, c4 accumulators / lane sums.
+        m.d.sync += [op1.eq(op), op2.eq(op1), op3.eq(op2), op4.eq(op3)]
         a_words = [Signal(L * A, name=f"a{r}") for r in range(R)]
         b_words = [Signal(L * A, name=f"b{r}") for r in range(R)]
         for r, (ra, rb, _) in enumerate(banks):
@@ -647,10 +651,13 @@ class MLPCore(wiring.Component):
                 a = [a_words[r][n * A:(n + 1) * A] for n in (lo, hi)]
                 b = [b_words[r][n * A:(n + 1) * A].as_signed() for n in (lo, hi)]
                 dot_packed = Cat(Const(0, pm.offset), Mux(op1.phase, a[1], a[0])).as_signed()
-                wides[r][i] = packed_wide(
-                    m, Mux(op1.dot, dot_packed, packed_operand(lane[0], lane[1], pm)),
-                    Mux(op1.dot, Mux(op1.phase, b[1], b[0]), weights[r]), pm,
-                    enable=op1.mlp | op1.dot)
+                x = Signal(signed(pm.packed_bits), name=f"x{r}_{i}")
+                y = Signal(signed(pm.w_bits), name=f"y{r}_{i}")
+                with m.If(op1.mlp | op1.dot):
+                    m.d.sync += [
+                        x.eq(Mux(op1.dot, dot_packed, packed_operand(lane[0], lane[1], pm))),
+                        y.eq(Mux(op1.dot, Mux(op1.phase, b[1], b[0]), weights[r]))]
+                wides[r][i] = packed_wide(m, x, y, pm, enable=op2.mlp | op2.dot)
 
         # MLP accumulators: one adder per MAC (the high product's sign correction is its
         # carry-in); they clear through the flip-flops' synchronous reset in the cycle after a
@@ -662,16 +669,19 @@ class MLPCore(wiring.Component):
                 for r in range(R)]
         w_bits_sum = WB + max(1, p.max_k.bit_length())
         w2 = [Signal(signed(WB), name=f"w2_{r}") for r in range(R)]
+        w3 = [Signal(signed(WB), name=f"w3_{r}") for r in range(R)]
         wsums = [Signal(signed(w_bits_sum), name=f"wsum{r}") for r in range(R)]
         with m.If(op1.mlp):
             m.d.sync += [w2[r].eq(weights[r]) for r in range(R)]
-        tile_done = op3.mlp & op3.last
+        with m.If(op2.mlp):
+            m.d.sync += [w3[r].eq(w2[r]) for r in range(R)]
+        tile_done = op4.mlp & op4.last
         with m.If(tile_done):
             m.d.sync += [acc.eq(0) for row in accs for acc in row]
             m.d.sync += [wsum.eq(0) for wsum in wsums]
-        with m.Elif(op2.mlp):
+        with m.Elif(op3.mlp):
             for r in range(R):
-                m.d.sync += wsums[r].eq(wsums[r] + w2[r])
+                m.d.sync += wsums[r].eq(wsums[r] + w3[r])
                 for i in range(L // 2):
                     wide = wides[r][i]
                     m.d.sync += [
@@ -687,8 +697,8 @@ class MLPCore(wiring.Component):
                 wides[r][i][pm.offset:pm.offset + pm.product_bits].as_signed()
                 for r in range(R)]))
             for lane, phase in ((2 * i, 0), (2 * i + 1, 1)):
-                with m.If(op2.dot & (op2.phase == phase)):
-                    m.d.sync += dacc[lane].eq(Mux(op2.chunk0, total, dacc[lane] + total))
+                with m.If(op3.dot & (op3.phase == phase)):
+                    m.d.sync += dacc[lane].eq(Mux(op3.chunk0, total, dacc[lane] + total))
 
         # MLP tile results: copied from the accumulators when a tile ends, then drained one
         # output feature (row) per cycle into the activation banks.
@@ -718,9 +728,9 @@ class MLPCore(wiring.Component):
         # one or the other); ReLU after saturation, as numerics.requantize applies it. Two
         # registers keep the drain's row select, bias adders, requantiser and bank write in
         # separate cycles (REQUANT_STAGES; the sequencer's DRAIN_GAP waits for them): the
-        # requantiser's input (with its destination) and its output.
+        # requantiser's input (with its destination), its barrel shift and its output.
         req = Requant(in_bits=ACC, out_bits=A, max_shift=min(ACC, 63))
-        dot_last = op3.dot & op3.last
+        dot_last = op4.dot & op4.last
         feature = drain_tile * R + drain_row
         pre = [Signal(signed(ACC), name=f"pre{lane}") for lane in range(L)]
         pre_addr, pre_en, pre_relu = Signal(range(p.features)), Signal(), Signal()
@@ -740,11 +750,15 @@ class MLPCore(wiring.Component):
                              pre_relu.eq(d.relu)]
         with m.If(dot_last):
             m.d.sync += [*(pre[lane].eq(dacc[lane]) for lane in range(L)),
-                         pre_addr.eq(d.out_base + op3.pair), pre_en.eq(1), pre_relu.eq(0)]
+                         pre_addr.eq(d.out_base + op4.pair), pre_en.eq(1), pre_relu.eq(0)]
+        mid_addr, mid_en, mid_relu = Signal(range(p.features)), Signal(), Signal()
         for lane in range(L):
-            q = requant_value(m, pre[lane], d.shift, req)
-            m.d.sync += post_word[lane * A:(lane + 1) * A].eq(Mux(pre_relu & q[-1], 0, q))
-        m.d.sync += [post_addr.eq(pre_addr), post_en.eq(pre_en)]
+            t = Signal(signed(ACC + 1), name=f"req_t{lane}")
+            m.d.sync += t.eq(requant_shift(pre[lane], d.shift))
+            q = requant_finish(m, t, req)
+            m.d.sync += post_word[lane * A:(lane + 1) * A].eq(Mux(mid_relu & q[-1], 0, q))
+        m.d.sync += [mid_addr.eq(pre_addr), mid_en.eq(pre_en), mid_relu.eq(pre_relu),
+                     post_addr.eq(mid_addr), post_en.eq(mid_en)]
         with m.If(post_en):
             m.d.comb += [w_addr.eq(post_addr), w_data.eq(post_word), w_en.eq(1)]
 
@@ -753,7 +767,7 @@ class MLPCore(wiring.Component):
                 m.d.sync += wsum_res[r].eq(wsums[r])
                 for lane in range(L):
                     m.d.sync += res[r][lane].eq(accs[r][lane])
-            m.d.sync += [drain.eq(R), drain_tile.eq(op3.tile)]
+            m.d.sync += [drain.eq(R), drain_tile.eq(op4.tile)]
 
         copy_word = Signal(L * A)
         with m.Switch(op1.bank):
