@@ -29,9 +29,9 @@ n_out``, weights from word ``w_base`` (``tiles`` x ``k`` words of R weights), bi
 ``tiles`` x R elements at ``in_base`` (feature-block aligned) give ``k(k-1)/2`` pairwise dots,
 requantised by ``shift`` to ``out_base + pair``. ``COPY``: ``k`` features from ``in_base`` to
 ``out_base``."""
-REQUANT_STAGES = 3
+REQUANT_STAGES = 4
 """Registers between a result leaving the accumulators and its bank write (``MLPCore``): the
-requantiser's input, its barrel shift, its value."""
+selected row and its biases, the requantiser's input, its barrel shift, its value."""
 DRAIN_GAP = 5 + REQUANT_STAGES
 """Cycles the sequencer waits after a layer's last issue beyond its drain: the memory output,
 operand, product and accumulator registers, the requantiser's, and one spare."""
@@ -714,21 +714,24 @@ class MLPCore(wiring.Component):
         res_row = [Signal(signed(ACC), name=f"res_row{lane}") for lane in range(L)]
         wsum_res = [Signal(signed(w_bits_sum), name=f"wsum_res{r}") for r in range(R)]
         bias_odd = Signal(signed(ACC))
-        wsum_row = Signal(signed(w_bits_sum))
+        bias_even = Signal(signed(ACC))
+        # The drained row's results and biases are selected into registers (sel_*), and the
+        # bias added the cycle after: the row select and the adders were one path.
+        sel_valid, sel_feature = Signal(), Signal(range(p.features))
         with m.Switch(drain_row):
             for r in range(R):
                 with m.Case(r):
-                    m.d.comb += [res_row[lane].eq(res[r][lane]) for lane in range(L)]
-                    m.d.comb += [bias_odd.eq(bias_words[r]), wsum_row.eq(wsum_res[r])]
-        bias_even = Signal(signed(ACC))
-        m.d.comb += bias_even.eq(bias_odd - packed_low_correction(wsum_row, pm))
+                    m.d.sync += [res_row[lane].eq(res[r][lane]) for lane in range(L)]
+                    m.d.sync += [bias_odd.eq(bias_words[r]), bias_even.eq(
+                        bias_words[r] - packed_low_correction(wsum_res[r], pm))]
         m.d.comb += [cur[lane].eq(res_row[lane] + (bias_odd if lane % 2 else bias_even))
                      for lane in range(L)]
         # One requantiser per lane serves the drain and the DOT results (an instruction is
-        # one or the other); ReLU after saturation, as numerics.requantize applies it. Two
-        # registers keep the drain's row select, bias adders, requantiser and bank write in
+        # one or the other); ReLU after saturation, as numerics.requantize applies it.
+        # Registers keep the drain's row select, bias adders, requantiser and bank write in
         # separate cycles (REQUANT_STAGES; the sequencer's DRAIN_GAP waits for them): the
-        # requantiser's input (with its destination), its barrel shift and its output.
+        # selected row, the requantiser's input (with its destination), its barrel shift and
+        # its output.
         req = Requant(in_bits=ACC, out_bits=A, max_shift=min(ACC, 63))
         dot_last = op4.dot & op4.last
         feature = drain_tile * R + drain_row
@@ -737,16 +740,17 @@ class MLPCore(wiring.Component):
         post_word, post_addr, post_en = Signal(L * A), Signal(range(p.features)), Signal()
         logit_words = [Signal(signed(ACC), name=f"logit{lane}") for lane in range(L)]
         logits_error = Signal()
-        m.d.sync += pre_en.eq(0)
+        m.d.sync += [pre_en.eq(0), sel_valid.eq(drain != 0), sel_feature.eq(feature)]
         with m.If(drain != 0):
             m.d.sync += drain.eq(drain - 1)
+        with m.If(sel_valid):
             with m.If(d.raw):
-                with m.If(feature == 0):
+                with m.If(sel_feature == 0):
                     m.d.sync += [logit_words[lane].eq(Mux(lane < samples, cur[lane], 0))
                                  for lane in range(L)]
-            with m.Elif(feature < d.n_out):
+            with m.Elif(sel_feature < d.n_out):
                 m.d.sync += [*(pre[lane].eq(cur[lane]) for lane in range(L)),
-                             pre_addr.eq(d.out_base + feature), pre_en.eq(1),
+                             pre_addr.eq(d.out_base + sel_feature), pre_en.eq(1),
                              pre_relu.eq(d.relu)]
         with m.If(dot_last):
             m.d.sync += [*(pre[lane].eq(dacc[lane]) for lane in range(L)),
