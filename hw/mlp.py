@@ -32,9 +32,9 @@ requantised by ``shift`` to ``out_base + pair``. ``COPY``: ``k`` features from `
 REQUANT_STAGES = 4
 """Registers between a result leaving the accumulators and its bank write (``MLPCore``): the
 selected row and its biases, the requantiser's input, its barrel shift, its value."""
-DRAIN_GAP = 5 + REQUANT_STAGES
+DRAIN_GAP = 6 + REQUANT_STAGES
 """Cycles the sequencer waits after a layer's last issue beyond its drain: the memory output,
-operand, product and accumulator registers, the requantiser's, and one spare."""
+operand, product, DOT row-sum and accumulator registers, the requantiser's, and one spare."""
 DECODE_STAGES = 3
 """Registers of the look-ahead instruction decode (the descriptor, its products, its check):
 the cycles a batch tile waits before its first instruction."""
@@ -474,6 +474,7 @@ class MLPCore(wiring.Component):
         op2 = Signal(op_layout)
         op3 = Signal(op_layout)
         op4 = Signal(op_layout)
+        op5 = Signal(op_layout)
         # Look-ahead decode: the program memory is read at ``fetch_pc`` (the next instruction's
         # address from the moment the current one is dispatched) and its checks run in a
         # DECODE_STAGES-deep pipeline while the current instruction executes, so that FETCH only
@@ -623,8 +624,8 @@ class MLPCore(wiring.Component):
 
         # Datapath: c1 the memories' outputs, c2 the multipliers' operands (selected and packed,
         # registered: the selects in front of the multipliers were the core's critical path),
-        # c3 products, c4 accumulators / lane sums.
-        m.d.sync += [op1.eq(op), op2.eq(op1), op3.eq(op2), op4.eq(op3)]
+        # c3 products, c4 MLP accumulators / DOT row sums, c5 DOT lane accumulators.
+        m.d.sync += [op1.eq(op), op2.eq(op1), op3.eq(op2), op4.eq(op3), op5.eq(op4)]
         a_words = [Signal(L * A, name=f"a{r}") for r in range(R)]
         b_words = [Signal(L * A, name=f"b{r}") for r in range(R)]
         for r, (ra, rb, _) in enumerate(banks):
@@ -689,16 +690,18 @@ class MLPCore(wiring.Component):
                         accs[r][2 * i + 1].eq(accs[r][2 * i + 1] + packed_high_floor(wide, pm)
                                               + packed_high_carry(wide, pm))]
         # DOT: in each phase only one lane of a pair has a product, so the pair shares one sum
-        # over the R rows (a balanced tree on the exact 16-bit products).
+        # over the R rows (a balanced tree on the exact 16-bit products), registered before the
+        # lane's accumulator (the tree and the accumulator were one path).
         dacc = [Signal(signed(ACC), name=f"dacc{lane}") for lane in range(L)]
         for i in range(L // 2):
             total = Signal(signed(pm.product_bits + (R - 1).bit_length()), name=f"psum{i}")
-            m.d.comb += total.eq(_tree_sum([
-                wides[r][i][pm.offset:pm.offset + pm.product_bits].as_signed()
-                for r in range(R)]))
+            with m.If(op3.dot):
+                m.d.sync += total.eq(_tree_sum([
+                    wides[r][i][pm.offset:pm.offset + pm.product_bits].as_signed()
+                    for r in range(R)]))
             for lane, phase in ((2 * i, 0), (2 * i + 1, 1)):
-                with m.If(op3.dot & (op3.phase == phase)):
-                    m.d.sync += dacc[lane].eq(Mux(op3.chunk0, total, dacc[lane] + total))
+                with m.If(op4.dot & (op4.phase == phase)):
+                    m.d.sync += dacc[lane].eq(Mux(op4.chunk0, total, dacc[lane] + total))
 
         # MLP tile results: copied from the accumulators when a tile ends, then drained one
         # output feature (row) per cycle into the activation banks.
@@ -733,7 +736,7 @@ class MLPCore(wiring.Component):
         # selected row, the requantiser's input (with its destination), its barrel shift and
         # its output.
         req = Requant(in_bits=ACC, out_bits=A, max_shift=min(ACC, 63))
-        dot_last = op4.dot & op4.last
+        dot_last = op5.dot & op5.last
         feature = drain_tile * R + drain_row
         pre = [Signal(signed(ACC), name=f"pre{lane}") for lane in range(L)]
         pre_addr, pre_en, pre_relu = Signal(range(p.features)), Signal(), Signal()
@@ -754,7 +757,7 @@ class MLPCore(wiring.Component):
                              pre_relu.eq(d.relu)]
         with m.If(dot_last):
             m.d.sync += [*(pre[lane].eq(dacc[lane]) for lane in range(L)),
-                         pre_addr.eq(d.out_base + op4.pair), pre_en.eq(1), pre_relu.eq(0)]
+                         pre_addr.eq(d.out_base + op5.pair), pre_en.eq(1), pre_relu.eq(0)]
         mid_addr, mid_en, mid_relu = Signal(range(p.features)), Signal(), Signal()
         for lane in range(L):
             t = Signal(signed(ACC + 1), name=f"req_t{lane}")
