@@ -183,7 +183,9 @@ class GatherUnit(wiring.Component):
     in and sum-pools them per bag.
 
     ``desc`` loads table descriptors (image format, checked on load: magic, dense kind, dim,
-    row size, thresholds, BRAM bounds); ``bram_load`` fills the on-chip tier (one port-wide
+    row size, thresholds, BRAM bounds; a descriptor applies to lookups transferred from the
+    second cycle after its own, so load them before the lookups, as the boot stream does);
+    ``bram_load`` fills the on-chip tier (one port-wide
     word per transfer). Each ``lookup`` ``(table, index, last, empty, staged)`` resolves its
     tier by the descriptor's thresholds (the host has renumbered rows hottest-first): index <
     thr_bram reads the on-chip tier, < thr_dram the ``dram`` port, else the ``ssd`` port. A
