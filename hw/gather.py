@@ -165,15 +165,6 @@ class GatherReference:
         return [out]
 
 
-def _or_tree(values):
-    """The OR of ``values`` as a balanced tree."""
-    values = list(values)
-    while len(values) > 1:
-        values = [values[i] | values[i + 1] if i + 1 < len(values) else values[i]
-                  for i in range(0, len(values), 2)]
-    return values[0]
-
-
 def _fields(layout):
     return {name: unsigned(bits) for name, bits in layout}
 
@@ -380,7 +371,7 @@ class GatherUnit(wiring.Component):
         e_close = Signal(N)
         e_error = Signal(N)
         e_done = Signal(N)
-        e_tier = [Signal(2, name=f"e_tier{i}") for i in range(N)]
+        e_tier = [Signal(N, name=f"e_tier_b{b}") for b in range(2)]  # the tier's two bits
         rob_space = used != N
 
         tag_bits = max(1, (N - 1).bit_length())
@@ -421,7 +412,8 @@ class GatherUnit(wiring.Component):
             for i in range(N):
                 with m.If(tail_oh[i]):
                     m.d.sync += [e_row[i].eq(s1.row), e_close[i].eq(s1.close),
-                                 e_error[i].eq(s1.error), e_tier[i].eq(s1.tier)]
+                                 e_error[i].eq(s1.error), e_tier[0][i].eq(s1.tier[0]),
+                                 e_tier[1][i].eq(s1.tier[1])]
         m.d.sync += used.eq(used + issue - freed)
 
         # Per-tier data banks of the reorder buffer.
@@ -480,7 +472,7 @@ class GatherUnit(wiring.Component):
         pa_beat = Signal(range(max(B, 2)))
         stall = Signal()
         head_tier = Signal(2)
-        m.d.comb += head_tier.eq(_or_tree(Mux(head_oh[i], e_tier[i], 0) for i in range(N)))
+        m.d.comb += head_tier.eq(Cat((bits & head_oh).any() for bits in e_tier))
         head_ready = (used != 0) & (e_done & head_oh).any()
         head_row = (e_row & head_oh).any()
         take_a = head_ready & ~stall

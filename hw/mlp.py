@@ -515,19 +515,19 @@ class MLPCore(wiring.Component):
         mac_issue = Signal()
         busy = Signal()
 
-        # Operand addressing (issue stage).
-        act_a = Signal(range(feats))
-        act_b = Signal(range(feats))
+        # Operand addresses (issue stage) are registers, each holding the address of the cycle
+        # it is in and stepped by the loop strides as the counters step: no counter product
+        # and no adder between them and the memories (a multiplier, then an adder, in front of
+        # the activation banks' read was the critical path).
+        act_a = Signal(range(feats))  # MLP, COPY: in_base + c_k; DOT: row_a + c_c R
+        act_b = Signal(range(feats))  # DOT: row_b + c_c R
         for ra, rb, _ in banks:
             m.d.comb += [ra.addr.eq(act_a >> lr), rb.addr.eq(act_b >> lr)]
-        # Operand addresses by strength reduction (registers stepped by the loop strides, no
-        # counter products: a multiplier feeding the memories' addresses was the critical path).
-        w_row = Signal(len(d.w_base))  # w_base + c_t k
+        weight_addr = Signal(len(d.w_base))  # MLP: w_base + c_t k + c_k
         row_a = Signal(20)  # DOT: in_base + c_i tiles R
         row_b = Signal(20)  # DOT: in_base + c_j tiles R
-        col_off = Signal(20)  # DOT: c_c R
         stride = d.tiles << lr
-        m.d.comb += wmem.raddr.eq(w_row + c_k)
+        m.d.comb += wmem.raddr.eq(weight_addr)
         # the biases of the tile that drains, from the cycle its results are copied
         drain_tile = Signal(12)
         m.d.comb += b_rd.addr.eq(d.b_base + Mux(op4.mlp & op4.last, op4.tile, drain_tile))
@@ -557,9 +557,11 @@ class MLPCore(wiring.Component):
                 with m.Else():
                     m.d.sync += [d.eq(dq), fetch_pc.eq(pc + 1), c_k.eq(0), c_t.eq(0),
                                  c_i.eq(1), c_j.eq(0), c_c.eq(0), c_pair.eq(0), c_ph.eq(0),
-                                 tile_gap.eq(0), clear.eq(0), w_row.eq(dq.w_base),
+                                 tile_gap.eq(0), clear.eq(0), weight_addr.eq(dq.w_base),
                                  row_a.eq(dq.in_base + (dq.tiles << lr)), row_b.eq(dq.in_base),
-                                 col_off.eq(0)]
+                                 act_a.eq(Mux(dq.op == OP_DOT, dq.in_base + (dq.tiles << lr),
+                                              dq.in_base)),
+                                 act_b.eq(dq.in_base)]
                     with m.Switch(dq.op):
                         with m.Case(OP_MLP):
                             m.next = "MLP"
@@ -568,7 +570,7 @@ class MLPCore(wiring.Component):
                         with m.Default():
                             m.next = "COPY"
             with m.State("MLP"):
-                m.d.comb += [busy.eq(1), act_a.eq(d.in_base + c_k)]
+                m.d.comb += busy.eq(1)
                 with m.If(tile_gap != 0):
                     m.d.sync += tile_gap.eq(tile_gap - 1)
                 m.d.sync += clear.eq(0)
@@ -576,44 +578,46 @@ class MLPCore(wiring.Component):
                 with m.If(~stall):
                     m.d.comb += [mac_issue.eq(1), op.mlp.eq(1),
                                  op.last.eq(c_k == d.k - 1), op.tile.eq(c_t),
-                                 op.bank.eq((d.in_base + c_k) & (R - 1))]
+                                 op.bank.eq(act_a & (R - 1))]
+                    # the next weight row follows this one, in a tile and across tiles
+                    m.d.sync += weight_addr.eq(weight_addr + 1)
                     with m.If(c_k == 0):
                         m.d.sync += tile_gap.eq(R - 1)
                     with m.If(c_k == d.k - 1):
                         m.d.sync += [c_k.eq(0), c_t.eq(c_t + 1), clear.eq(1),
-                                     w_row.eq(w_row + d.k)]
+                                     act_a.eq(d.in_base)]
                         with m.If(c_t == d.tiles - 1):
                             m.d.sync += wait.eq(R + DRAIN_GAP)
                             m.next = "WAIT"
                     with m.Else():
-                        m.d.sync += c_k.eq(c_k + 1)
+                        m.d.sync += [c_k.eq(c_k + 1), act_a.eq(act_a + 1)]
             with m.State("DOT"):
-                m.d.comb += [busy.eq(1), mac_issue.eq(1),
-                             act_a.eq(row_a + col_off), act_b.eq(row_b + col_off),
-                             op.dot.eq(1), op.phase.eq(c_ph), op.chunk0.eq(c_c == 0),
+                m.d.comb += [busy.eq(1), mac_issue.eq(1), op.dot.eq(1), op.phase.eq(c_ph), op.chunk0.eq(c_c == 0),
                              op.last.eq((c_c == d.tiles - 1) & c_ph), op.pair.eq(c_pair)]
                 # each step twice: even lanes, then odd lanes (DOT_PHASES)
                 m.d.sync += c_ph.eq(~c_ph)
                 with m.If(c_ph & (c_c == d.tiles - 1)):
-                    m.d.sync += [c_c.eq(0), c_pair.eq(c_pair + 1), col_off.eq(0)]
+                    m.d.sync += [c_c.eq(0), c_pair.eq(c_pair + 1)]
                     with m.If(c_j == c_i - 1):
                         m.d.sync += [c_j.eq(0), c_i.eq(c_i + 1), row_b.eq(d.in_base),
-                                     row_a.eq(row_a + stride)]
+                                     row_a.eq(row_a + stride), act_a.eq(row_a + stride),
+                                     act_b.eq(d.in_base)]
                         with m.If(c_i == d.k - 1):
                             m.d.sync += wait.eq(DRAIN_GAP + 2)
                             m.next = "WAIT"
                     with m.Else():
-                        m.d.sync += [c_j.eq(c_j + 1), row_b.eq(row_b + stride)]
+                        m.d.sync += [c_j.eq(c_j + 1), row_b.eq(row_b + stride),
+                                     act_a.eq(row_a), act_b.eq(row_b + stride)]
                 with m.Elif(c_ph):
-                    m.d.sync += [c_c.eq(c_c + 1), col_off.eq(col_off + R)]
+                    m.d.sync += [c_c.eq(c_c + 1), act_a.eq(act_a + R), act_b.eq(act_b + R)]
             with m.State("COPY"):
-                m.d.comb += [busy.eq(1), act_a.eq(d.in_base + c_k), op.copy.eq(1),
-                             op.feat.eq(c_k), op.bank.eq((d.in_base + c_k) & (R - 1))]
+                m.d.comb += [busy.eq(1), op.copy.eq(1), op.feat.eq(c_k),
+                             op.bank.eq(act_a & (R - 1))]
                 with m.If(c_k == d.k - 1):
                     m.d.sync += wait.eq(DRAIN_GAP)
                     m.next = "WAIT"
                 with m.Else():
-                    m.d.sync += c_k.eq(c_k + 1)
+                    m.d.sync += [c_k.eq(c_k + 1), act_a.eq(act_a + 1)]
             with m.State("WAIT"):
                 m.d.comb += busy.eq(1)
                 with m.If(wait == 0):

@@ -134,7 +134,10 @@ class LookupRouter(Elaboratable):
         per_beat = self.beat_bits // rec_layout.size
         rec_j = Signal(range(max(per_beat, 2)))
         rec_left = Signal(32)
-        rec = rec_layout(self.records.word_select(rec_j, rec_layout.size))
+        # The selected record in one signal: a view of the word_select itself would make each
+        # field access a wide shift of its own (hundreds of them in the netlist and in C++).
+        rec = Signal(rec_layout)
+        m.d.comb += rec.eq(self.records.word_select(rec_j, rec_layout.size))
         k_exp = Signal(range(max(T, 2)))
         s_tile = Signal(range(max(L, 2)))
         r_tile = Signal(16)

@@ -103,7 +103,10 @@ class TileLoader(Elaboratable):
         d_feat = Signal(range(self.dense_features + feat_per_beat + 1))
         d_j = Signal(range(max(feat_per_beat, beats_per_feat, 2)))
         if beats_per_feat == 1:
-            lanes_bytes = self.dense_data.word_select(d_j, L * 8)
+            # One signal for the selected word: each slice of an unnamed word_select below
+            # would become a wide shift of its own in the netlist (and in Verilator's C++).
+            lanes_bytes = Signal(L * 8)
+            m.d.comb += lanes_bytes.eq(self.dense_data.word_select(d_j, L * 8))
         else:
             held = Signal((beats_per_feat - 1) * W)
             lanes_bytes = Cat(held, self.dense_data)
