@@ -44,11 +44,12 @@ $(SYNTH_STAMP): $(STAMP)
 
 # Resource, logic-depth and Fmax estimates of every core and of the planned device top
 # (build/synth/<core>/report.json, build/synth/device_<model>/report.json), a lanes sweep with
-# its plot, and the planner's measured resource table (configs/core_resources.toml): one run,
+# its plot (resources only: `screc synth --sweep lanes=...` alone also places and routes each
+# point), and the planner's measured resource table (configs/core_resources.toml): one run,
 # one tool per CPU, each flow cached by what it read. The first run compiles the WebAssembly
 # tools (~40 s, cached).
 synth: $(SYNTH_STAMP)
-	$(VENV)/bin/screc synth $(CONFIG) --cores all --sweep lanes=4,8,16,32 \
+	$(VENV)/bin/screc synth $(CONFIG) --cores all --sweep lanes=4,8,16,32 --sweep-resources-only \
 	  --resource-table configs/core_resources.toml
 
 # The criteo_kaggle device top (about 17 min of Yosys on its own): bench_scale's "fits" check.

@@ -468,7 +468,10 @@ class GatherUnit(wiring.Component):
                     m.d.sync += beat.eq(beat + 1)
         m.d.comb += cnt.resp_protocol.eq(protocol)
 
-        # Pooler: stage A reads the head entry's beats in order, stage B accumulates.
+        # Pooler: stage A reads the head entry's beats in order, stage B selects the beat of
+        # the entry's tier, stage C accumulates (the block-RAM read, the tier select and the
+        # accumulators' adders were one path, and 3 x W bits converging on the adders did not
+        # route). One stall holds all three stages.
         pa_beat = Signal(range(max(B, 2)))
         stall = Signal()
         head_tier = Signal(2)
@@ -503,6 +506,10 @@ class GatherUnit(wiring.Component):
             for i, (rd, _) in enumerate(banks):
                 with m.Case(i):
                     m.d.comb += beat_data.eq(rd.data)
+        sc = Signal.like(sb)
+        beat_q = Signal(W)
+        with m.If(~stall):
+            m.d.sync += [sc.eq(sb), beat_q.eq(beat_data)]
         out_shape = signed(p.out_bits)
         acc = [Signal(out_shape, name=f"acc{e}") for e in range(p.dim)]
         hold = [Signal(out_shape, name=f"hold{e}") for e in range(p.dim)]
@@ -524,21 +531,22 @@ class GatherUnit(wiring.Component):
                 m.d.sync += out_beat.eq(out_beat + 1)
 
         hold_leaving = self.out.ready & self.out.payload.last
-        m.d.comb += stall.eq(sb.valid & sb.close & hold_valid & ~hold_leaving)
+        m.d.comb += stall.eq(sc.valid & sc.close & hold_valid & ~hold_leaving)
         for e in range(p.dim):
             bt, lane = divmod(e, p.elems_per_beat)
-            elem = beat_data[lane * eb:(lane + 1) * eb].as_signed()
-            add = Mux(sb.valid & sb.row & (sb.beat == bt), elem, 0)
+            elem = beat_q[lane * eb:(lane + 1) * eb].as_signed()
+            add = Mux(sc.valid & sc.row & (sc.beat == bt), elem, 0)
             total = acc[e] + add
             with m.If(~stall):
-                with m.If(sb.valid & sb.close):
-                    m.d.sync += [acc[e].eq(0), hold[e].eq(Mux(sb.error, 0, total))]
+                with m.If(sc.valid & sc.close):
+                    m.d.sync += [acc[e].eq(0), hold[e].eq(Mux(sc.error, 0, total))]
                 with m.Else():
                     m.d.sync += acc[e].eq(total)
-        with m.If(~stall & sb.valid & sb.close):
-            m.d.sync += [hold_valid.eq(1), hold_error.eq(sb.error)]
+        with m.If(~stall & sc.valid & sc.close):
+            m.d.sync += [hold_valid.eq(1), hold_error.eq(sc.error)]
 
-        busy = lk_a.valid | lk_b.valid | s1_valid | (used != 0) | sb.valid | hold_valid
+        busy = (lk_a.valid | lk_b.valid | s1_valid | (used != 0) | sb.valid | sc.valid
+                | hold_valid)
         with m.If(busy):
             m.d.sync += cnt.cycles.eq(cnt.cycles + 1)
         return m

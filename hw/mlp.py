@@ -32,9 +32,10 @@ requantised by ``shift`` to ``out_base + pair``. ``COPY``: ``k`` features from `
 REQUANT_STAGES = 4
 """Registers between a result leaving the accumulators and its bank write (``MLPCore``): the
 selected row and its biases, the requantiser's input, its barrel shift, its value."""
-DRAIN_GAP = 6 + REQUANT_STAGES
+DRAIN_GAP = 7 + REQUANT_STAGES
 """Cycles the sequencer waits after a layer's last issue beyond its drain: the memory output,
-operand, product, DOT row-sum and accumulator registers, the requantiser's, and one spare."""
+operand, product, DOT row-sum and accumulator registers, the requantiser's, the banks' write
+register, and one spare."""
 DECODE_STAGES = 3
 """Registers of the look-ahead instruction decode (the descriptor, its products, its check):
 the cycles a batch tile waits before its first instruction."""
@@ -443,12 +444,19 @@ class MLPCore(wiring.Component):
             mem = memory.Memory(shape=unsigned(L * A), depth=p.act_words, init=[])
             m.submodules[f"act{r}"] = mem
             banks.append((mem.read_port(), mem.read_port(), mem.write_port()))
+        # A bank write (from the drain, a COPY or the host) is registered with its bank's
+        # enable decoded: the write address's adder and decode into the LUT-RAMs' write
+        # enables (a fanout over the whole bank) was the core's critical path.
         w_addr = Signal(range(p.features))
         w_data = Signal(L * A)
         w_en = Signal()
+        wq_addr = Signal.like(w_addr)
+        wq_data = Signal.like(w_data)
+        wq_en = Signal(R)
+        m.d.sync += [wq_addr.eq(w_addr), wq_data.eq(w_data),
+                     wq_en.eq(Cat(w_en & ((w_addr & (R - 1)) == r) for r in range(R)))]
         for r, (_, _, wr) in enumerate(banks):
-            m.d.comb += [wr.addr.eq(w_addr >> lr), wr.data.eq(w_data),
-                         wr.en.eq(w_en & ((w_addr & (R - 1)) == r))]
+            m.d.comb += [wr.addr.eq(wq_addr >> lr), wr.data.eq(wq_data), wr.en.eq(wq_en[r])]
 
         # Sequencer.
         d = Signal(self.desc_layout)

@@ -248,7 +248,8 @@ def cmd_synth(args) -> int:
         print(f"screc: --cores {args.cores!r}: unknown {', '.join(sorted(cores - known))} "
               f"(known: all, {', '.join(sorted(known))})", file=sys.stderr)
         return 2
-    req = SynthRequest(cores=cores, lanes=lanes, fmax=not args.no_fmax, out=Path(args.out),
+    req = SynthRequest(cores=cores, lanes=lanes, fmax=not args.no_fmax,
+                       sweep_fmax=not args.sweep_resources_only, out=Path(args.out),
                        resource_table=args.resource_table and Path(args.resource_table),
                        workers=args.jobs)
     result = synthesise(cfg, req)
@@ -381,6 +382,9 @@ def main(argv=None) -> int:
     syn.add_argument("--sweep", help="lanes=P1,P2,...: sweep the TT array's lanes (alone "
                                      "unless --cores names cores too)")
     syn.add_argument("--no-fmax", action="store_true", help="skip ECP5 place and route")
+    syn.add_argument("--sweep-resources-only", action="store_true",
+                     help="the sweep's resources without its Fmax (each point's place and "
+                          "route is minutes; the cores' own Fmax is still measured)")
     syn.add_argument("--out", default="build/synth")
     syn.add_argument("--resource-table", help="also measure and write the planner's table")
     syn.add_argument("--jobs", type=int, help="tool runs at a time (default: one per CPU)")

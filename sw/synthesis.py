@@ -31,11 +31,13 @@ SMALL_BRAM_NOTE = "the same gather core with a 512-word on-chip tier (the ECP5 h
 class SynthRequest:
     """What one ``screc synth`` run measures: ``cores`` (generator stems, None for all, an
     empty set for none), a TT-array ``lanes`` sweep, and whether to write the planner's
-    ``resource_table`` (a path)."""
+    ``resource_table`` (a path). ``sweep_fmax=False`` measures the sweep's resources only
+    (each point is placed and routed otherwise: minutes of nextpnr apiece)."""
     cores: frozenset | None = None
     lanes: tuple = ()
     resource_table: Path | None = None
     fmax: bool = True
+    sweep_fmax: bool = True
     out: Path = Path("build/synth")
     workers: int | None = None
 
@@ -119,7 +121,7 @@ def synthesise(cfg, req: SynthRequest, log=print) -> dict:
     p = cfg.device.tt_lanes
     table_lanes = (p, 2 * p) if req.resource_table else ()
     lanes_jobs = _lanes_jobs(cfg, sorted(set(req.lanes) | set(table_lanes)), req.out,
-                             req.fmax and bool(req.lanes))
+                             req.fmax and req.sweep_fmax and bool(req.lanes))
     mlp_job = None
     if req.resource_table:
         mlp_job = next((j for j in core_jobs if j.name == "mlp"), None) or prepare(
@@ -179,7 +181,8 @@ def _write_sweep(cfg, reports, out, log):
     if measured:
         ax2.plot(*zip(*measured), "o-")
     else:
-        ax2.text(0.5, 0.5, "Fmax not measured (--no-fmax)", ha="center",
+        ax2.text(0.5, 0.5, "Fmax not measured (--no-fmax, --sweep-resources-only)",
+                 ha="center",
                  transform=ax2.transAxes)
     ax2.set_xlabel("MAC lanes P")
     ax2.set_ylabel("Fmax, MHz (ECP5 place and route)")
