@@ -600,8 +600,9 @@ class MLPCore(wiring.Component):
                     with m.Else():
                         m.d.sync += [c_k.eq(c_k + 1), act_a.eq(act_a + 1)]
             with m.State("DOT"):
-                m.d.comb += [busy.eq(1), mac_issue.eq(1), op.dot.eq(1), op.phase.eq(c_ph), op.chunk0.eq(c_c == 0),
-                             op.last.eq((c_c == d.tiles - 1) & c_ph), op.pair.eq(c_pair)]
+                m.d.comb += [busy.eq(1), mac_issue.eq(1), op.dot.eq(1), op.phase.eq(c_ph),
+                             op.chunk0.eq(c_c == 0), op.last.eq((c_c == d.tiles - 1) & c_ph),
+                             op.pair.eq(c_pair)]
                 # each step twice: even lanes, then odd lanes (DOT_PHASES)
                 m.d.sync += c_ph.eq(~c_ph)
                 with m.If(c_ph & (c_c == d.tiles - 1)):
