@@ -470,8 +470,7 @@ class GatherUnit(wiring.Component):
 
         # Pooler: stage A reads the head entry's beats in order, stage B selects the beat of
         # the entry's tier, stage C accumulates (the block-RAM read, the tier select and the
-        # accumulators' adders were one path, and 3 x W bits converging on the adders did not
-        # route). One stall holds all three stages.
+        # accumulators' adders were one path). One stall holds all three stages.
         pa_beat = Signal(range(max(B, 2)))
         stall = Signal()
         head_tier = Signal(2)
