@@ -36,6 +36,11 @@ DRAIN_GAP = 7 + REQUANT_STAGES
 """Cycles the sequencer waits after a layer's last issue beyond its drain: the memory output,
 operand, product, DOT row-sum and accumulator registers, the requantiser's, the banks' write
 register, and one spare."""
+MLP_SELECT_STAGES = 1
+"""Registers between the activation banks' outputs and an MLP instruction's operand: its bank
+select has a cycle of its own before the fan-out to every row's multipliers (a DOT reads each
+row's own bank, with no select), so an MLP instruction's products come one cycle after a
+DOT's."""
 DECODE_STAGES = 3
 """Registers of the look-ahead instruction decode (the descriptor, its products, its check):
 the cycles a batch tile waits before its first instruction."""
@@ -120,7 +125,8 @@ class MLPParams:
         finish before the next tile's results), then the last tile's k MACs, its drain and
         gap, and two cycles to fetch the next instruction."""
         tiles = -(-n_out // self.rows)
-        return (tiles - 1) * max(k + 1, self.rows) + k + self.rows + DRAIN_GAP + 2
+        return ((tiles - 1) * max(k + 1, self.rows) + k + self.rows + DRAIN_GAP
+                + MLP_SELECT_STAGES + 2)
 
     def compile(self, qmodel, emb_dim: int):
         return MLPProgram.compile(self, qmodel, emb_dim)
@@ -538,7 +544,7 @@ class MLPCore(wiring.Component):
         m.d.comb += wmem.raddr.eq(weight_addr)
         # the biases of the tile that drains, from the cycle its results are copied
         drain_tile = Signal(12)
-        m.d.comb += b_rd.addr.eq(d.b_base + Mux(op4.mlp & op4.last, op4.tile, drain_tile))
+        m.d.comb += b_rd.addr.eq(d.b_base + Mux(op5.mlp & op5.last, op5.tile, drain_tile))
 
         with m.FSM():
             with m.State("IDLE"):
@@ -595,7 +601,7 @@ class MLPCore(wiring.Component):
                         m.d.sync += [c_k.eq(0), c_t.eq(c_t + 1), clear.eq(1),
                                      act_a.eq(d.in_base)]
                         with m.If(c_t == d.tiles - 1):
-                            m.d.sync += wait.eq(R + DRAIN_GAP)
+                            m.d.sync += wait.eq(R + DRAIN_GAP + MLP_SELECT_STAGES)
                             m.next = "WAIT"
                     with m.Else():
                         m.d.sync += [c_k.eq(c_k + 1), act_a.eq(act_a + 1)]
@@ -637,7 +643,9 @@ class MLPCore(wiring.Component):
 
         # Datapath: c1 the memories' outputs, c2 the multipliers' operands (selected and packed,
         # registered: the selects in front of the multipliers were the core's critical path),
-        # c3 products, c4 MLP accumulators / DOT row sums, c5 DOT lane accumulators.
+        # c3 products, c4 DOT row sums, c5 DOT lane accumulators. An MLP instruction has its
+        # bank select registered first (MLP_SELECT_STAGES), so its stages are one later: c3
+        # operands, c4 products, c5 accumulators.
         m.d.sync += [op1.eq(op), op2.eq(op1), op3.eq(op2), op4.eq(op3), op5.eq(op4)]
         a_words = [Signal(L * A, name=f"a{r}") for r in range(R)]
         b_words = [Signal(L * A, name=f"b{r}") for r in range(R)]
@@ -648,6 +656,9 @@ class MLPCore(wiring.Component):
             for r in range(R):
                 with m.Case(r):
                     m.d.comb += mlp_act.eq(a_words[r])
+        mlp_act_q = Signal(L * A)
+        with m.If(op1.mlp):
+            m.d.sync += mlp_act_q.eq(mlp_act)
         # Two MACs per multiplier (hw/packed_mul.py): lanes 2i and 2i+1 share the weight of an
         # MLP instruction, packed by concatenation (the even lane in offset binary). A DOT
         # multiplies two activations that differ in every lane, so it runs each step twice:
@@ -658,20 +669,22 @@ class MLPCore(wiring.Component):
         pm = p.packing
         wides = [[None] * (L // 2) for _ in range(R)]
         weights = [wmem.rdata[r * WB:(r + 1) * WB].as_signed() for r in range(R)]
+        # the weights in step with the MLP operand: w2 its operand, w3 and w4 for the weight sums
+        w2, w3, w4 = ([Signal(signed(WB), name=f"w{s}_{r}") for r in range(R)] for s in (2, 3, 4))
         for r in range(R):
             for i in range(L // 2):
                 lo, hi = 2 * i, 2 * i + 1
-                lane = [mlp_act[n * A:(n + 1) * A] for n in (lo, hi)]
+                lane = [mlp_act_q[n * A:(n + 1) * A] for n in (lo, hi)]
                 a = [a_words[r][n * A:(n + 1) * A] for n in (lo, hi)]
                 b = [b_words[r][n * A:(n + 1) * A].as_signed() for n in (lo, hi)]
                 dot_packed = Cat(Const(0, pm.offset), Mux(op1.phase, a[1], a[0])).as_signed()
                 x = Signal(signed(pm.packed_bits), name=f"x{r}_{i}")
                 y = Signal(signed(pm.w_bits), name=f"y{r}_{i}")
-                with m.If(op1.mlp | op1.dot):
+                with m.If(op2.mlp | op1.dot):
                     m.d.sync += [
                         x.eq(Mux(op1.dot, dot_packed, packed_operand(lane[0], lane[1], pm))),
-                        y.eq(Mux(op1.dot, Mux(op1.phase, b[1], b[0]), weights[r]))]
-                wides[r][i] = packed_wide(m, x, y, pm, enable=op2.mlp | op2.dot)
+                        y.eq(Mux(op1.dot, Mux(op1.phase, b[1], b[0]), w2[r]))]
+                wides[r][i] = packed_wide(m, x, y, pm, enable=op3.mlp | op2.dot)
 
         # MLP accumulators: one adder per MAC (the high product's sign correction is its
         # carry-in); they clear through the flip-flops' synchronous reset in the cycle after a
@@ -682,20 +695,20 @@ class MLPCore(wiring.Component):
         accs = [[Signal(signed(ACC), name=f"acc{r}_{lane}") for lane in range(L)]
                 for r in range(R)]
         w_bits_sum = WB + max(1, p.max_k.bit_length())
-        w2 = [Signal(signed(WB), name=f"w2_{r}") for r in range(R)]
-        w3 = [Signal(signed(WB), name=f"w3_{r}") for r in range(R)]
         wsums = [Signal(signed(w_bits_sum), name=f"wsum{r}") for r in range(R)]
         with m.If(op1.mlp):
             m.d.sync += [w2[r].eq(weights[r]) for r in range(R)]
         with m.If(op2.mlp):
             m.d.sync += [w3[r].eq(w2[r]) for r in range(R)]
-        tile_done = op4.mlp & op4.last
+        with m.If(op3.mlp):
+            m.d.sync += [w4[r].eq(w3[r]) for r in range(R)]
+        tile_done = op5.mlp & op5.last
         with m.If(tile_done):
             m.d.sync += [acc.eq(0) for row in accs for acc in row]
             m.d.sync += [wsum.eq(0) for wsum in wsums]
-        with m.Elif(op3.mlp):
+        with m.Elif(op4.mlp):
             for r in range(R):
-                m.d.sync += wsums[r].eq(wsums[r] + w3[r])
+                m.d.sync += wsums[r].eq(wsums[r] + w4[r])
                 for i in range(L // 2):
                     wide = wides[r][i]
                     m.d.sync += [
@@ -787,7 +800,7 @@ class MLPCore(wiring.Component):
                 m.d.sync += wsum_res[r].eq(wsums[r])
                 for lane in range(L):
                     m.d.sync += res[r][lane].eq(accs[r][lane])
-            m.d.sync += [drain.eq(R), drain_tile.eq(op4.tile)]
+            m.d.sync += [drain.eq(R), drain_tile.eq(op5.tile)]
 
         copy_word = Signal(L * A)
         with m.Switch(op1.bank):
