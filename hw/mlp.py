@@ -733,10 +733,10 @@ class MLPCore(wiring.Component):
         # output feature (row) per cycle into the activation banks.
         res = [[Signal(signed(ACC), name=f"res{r}_{lane}") for lane in range(L)]
                for r in range(R)]
+        # `drain` counts the rows left; `drain_row` (the row drained, R - drain) is a register
+        # stepped beside it: the subtraction fanned out to every lane's row select.
         drain = Signal(range(R + 1))
-        row_sel = R - drain
         drain_row = Signal(range(R))
-        m.d.comb += drain_row.eq(row_sel)
         cur = [Signal(signed(ACC), name=f"cur{lane}") for lane in range(L)]
         bias_words = [b_rd.data[r * p.bias_bits:(r + 1) * p.bias_bits].as_signed()
                       for r in range(R)]
@@ -771,7 +771,7 @@ class MLPCore(wiring.Component):
         logits_error = Signal()
         m.d.sync += [pre_en.eq(0), sel_valid.eq(drain != 0), sel_feature.eq(feature)]
         with m.If(drain != 0):
-            m.d.sync += drain.eq(drain - 1)
+            m.d.sync += [drain.eq(drain - 1), drain_row.eq(drain_row + 1)]
         with m.If(sel_valid):
             with m.If(d.raw):
                 with m.If(sel_feature == 0):
@@ -800,7 +800,7 @@ class MLPCore(wiring.Component):
                 m.d.sync += wsum_res[r].eq(wsums[r])
                 for lane in range(L):
                     m.d.sync += res[r][lane].eq(accs[r][lane])
-            m.d.sync += [drain.eq(R), drain_tile.eq(op5.tile)]
+            m.d.sync += [drain.eq(R), drain_row.eq(0), drain_tile.eq(op5.tile)]
 
         copy_word = Signal(L * A)
         with m.Switch(op1.bank):
