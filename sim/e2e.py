@@ -13,6 +13,7 @@ from screc.hw.mlp import MLPParams
 from screc.sw.baselines import DEFAULT_BATCHES, measure, torch
 from screc.sw.device import DeviceModel, flag_names
 from screc.sw.flow import make_batch, planned_qps, predict_batch, prepare_device
+from screc.sw.traces import load_trace
 from screc.sw.golden import dlrm_forward_float
 
 from .device_runs import run_device
@@ -136,15 +137,21 @@ def compare(report: dict, setup, records: list) -> dict:
 
 def simulate(cfg, batch: int = 256, seed: int = 7, waves: bool = False, bad=(), corners=True,
              progress: bool = True, baselines: bool = True, log=print, name="device",
-             baseline_batches=DEFAULT_BATCHES, baseline_files=(), **run_kwargs) -> dict:
+             baseline_batches=DEFAULT_BATCHES, baseline_files=(), traces=None,
+             **run_kwargs) -> dict:
     """The whole flow; returns the report (``report["match"]`` says whether every logit
     equals the golden model's). ``baselines``: time the PyTorch baselines here afterwards
-    (and add the records of ``baseline_files``, measured elsewhere) and compare."""
+    (and add the records of ``baseline_files``, measured elsewhere) and compare.
+    ``traces``: a trace file (``sw/traces.py``) the plan, the quantiser's calibration and the
+    batch (its first ``batch`` samples) come from, instead of the synthetic workload."""
     if waves:
         _check_fst_headers()
         name = f"{name}_waves"
     t0 = time.perf_counter()
-    setup = prepare_device(cfg, batch=batch, log=log)
+    trace = load_trace(traces, cfg.model) if traces else None
+    if trace is not None and trace.samples < batch:
+        raise ValueError(f"{traces}: {trace.samples} samples, fewer than the batch ({batch})")
+    setup = prepare_device(cfg, batch=batch, log=log, trace=trace)
     dense, dense_q, bags = make_batch(setup, batch, seed, bad=bad, corners=corners)
     expected, exp_flags, exp_bad = DeviceModel(setup.params, setup.qmodel).run(dense_q, bags)
     t1 = time.perf_counter()

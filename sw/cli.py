@@ -2,12 +2,17 @@
 
 import argparse
 import json
+import os
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 from .baselines import DEFAULT_BATCHES
-from .config import ConfigError, load_config
+from .checkpoint import CheckpointError, checkpoint_params, model_params, model_section
+from .config import ConfigError, dump_toml, load_config
+from .stats import TraceError
+from .traces import load_trace
 from .planner import PlanError
 from .workloads import META_BATCH, WORKLOADS, plan_workload
 
@@ -38,7 +43,7 @@ def _fmt_bytes(n: float) -> str:
 
 def cmd_demo(args) -> int:
     from .golden import dlrm_forward_int
-    from .model import generate_batch, init_params, quantization_error, quantize_dlrm
+    from .model import generate_batch, quantization_error, quantize_dlrm
     from .numerics import quantize
     from .tt import compression_ratio
 
@@ -46,10 +51,11 @@ def cmd_demo(args) -> int:
     n = cfg.numerics
     print(f"screc demo: model {cfg.model.name!r} from {cfg.source} (config {cfg.hash})")
     t0 = time.perf_counter()
-    params = init_params(cfg.model)
+    params = model_params(cfg.model)
     qmodel = quantize_dlrm(params, n, generate_batch(cfg.model, args.calib, args.seed + 1))
     t1 = time.perf_counter()
-    print(f"  initialised and quantised in {t1 - t0:.2f} s "
+    origin = f"loaded from {cfg.model.checkpoint}" if cfg.model.checkpoint else "initialised"
+    print(f"  {origin} and quantised in {t1 - t0:.2f} s "
           f"(dense int{n.act_bits} at 2^-{qmodel.dense_frac}, activations at 2^-{qmodel.act_frac})")
     print(f"\n  {'table':<14}{'rows':>11}{'dim':>5}  {'storage':<22}{'bytes':>12}{'ratio':>9}")
     tables = []
@@ -124,10 +130,10 @@ def cmd_verilog(args) -> int:
 
 
 def cmd_plan(args) -> int:
-    from .model import generate_batch, init_params, quantize_dlrm
-    from .flow import device_image, table_alphas
+    from .model import quantize_dlrm
+    from .flow import calibration_batch, device_image, table_alphas
     from .planner import RESOURCES, greedy, plan_device
-    from .stats import analyse_npz, synthetic_traces, write_traces
+    from .stats import synthetic_traces, write_traces
 
     cfg = load_config(args.config)
     if args.workload:
@@ -144,7 +150,8 @@ def cmd_plan(args) -> int:
                                                   seed=cfg.model.seed,
                                                   alphas=table_alphas(cfg.model)))
     print(f"[2/4] analysing {traces}", flush=True)
-    analysed = analyse_npz(traces, cfg.model)
+    trace = load_trace(traces, cfg.model)
+    analysed = trace.stats(cfg.model)
     stats = [s for s, _ in analysed]
     print(f"[3/4] solving the shard-map MIP ({len(stats)} tables, batch {args.batch})",
           flush=True)
@@ -192,8 +199,8 @@ def cmd_plan(args) -> int:
     print(f"  plan written to {args.output}")
     if args.image:
         print("[4/4] building the memory image", flush=True)
-        params = init_params(cfg.model)
-        qmodel = quantize_dlrm(params, cfg.numerics, generate_batch(cfg.model, 512, 1))
+        params = model_params(cfg.model)
+        qmodel = quantize_dlrm(params, cfg.numerics, calibration_batch(cfg, trace))
         blob = device_image(cfg, plan.to_dict(), [c for _, c in analysed], qmodel)[0]
         Path(args.image).write_bytes(blob)
         print(f"  image written to {args.image} ({_fmt_bytes(len(blob))})")
@@ -280,7 +287,7 @@ def cmd_sim(args) -> int:
     cfg = load_config(args.config)
     report = simulate(cfg, batch=args.batch, seed=args.seed, waves=args.waves,
                       baselines=not args.no_baselines, baseline_files=args.baselines or (),
-                      baseline_batches=tuple(args.baseline_batches))
+                      baseline_batches=tuple(args.baseline_batches), traces=args.traces)
     out = write_report(report, args.out)
     png = plot_report(report, Path(args.out).with_suffix(".png"))
     pl, sim = report["planner"], report["sim"]
@@ -343,6 +350,42 @@ def cmd_sim(args) -> int:
     return 0
 
 
+def cmd_import_model(args) -> int:
+    ckpt = Path(args.checkpoint)
+    out = Path(args.config)
+    base_path = Path(args.device_from)
+    try:
+        base = tomllib.loads(base_path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(str(base_path), "<file>", str(base_path),
+                          f"cannot be read as TOML: {e}") from None
+    model = model_section(ckpt, args.name or ckpt.stem, tt_min_rows=args.tt_min_rows,
+                          tt_rank=args.tt_rank, pooling=args.pooling,
+                          max_pooling=args.max_pooling)
+    model["checkpoint"] = os.path.relpath(ckpt.resolve(), out.resolve().parent)
+    data = {"model": model, "device": base["device"], "numerics": base.get("numerics", {})}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(dump_toml(data, header=(
+        f"Imported from {ckpt} by `screc import-model`: the model's layers and tables are the\n"
+        f"checkpoint's; device and numerics from {base_path}. Pooling is not in a checkpoint:\n"
+        f"plan with --traces to measure it.")))
+    cfg = load_config(out)
+    _, report = checkpoint_params(cfg.model)
+    m = cfg.model
+    print(f"screc import-model: {ckpt} -> {out} (config {cfg.hash})")
+    print(f"  dense {m.dense_features}, bottom MLP {list(m.bottom_mlp)}, top MLP "
+          f"{list(m.top_mlp)}, {len(m.tables)} tables of dim {m.emb_dim}")
+    print(f"\n  {'table':<8}{'rows':>12}  {'storage':<26}{'TT error':>10}")
+    for rec, t in zip(report, m.tables):
+        kind = ("TT " + "x".join(map(str, t.tt.p_shapes)) + " r" + ",".join(map(str, t.tt.ranks))
+                if t.tt else "dense")
+        err = f"{rec['tt_relative_error']:.2%}" if "tt_relative_error" in rec else ""
+        print(f"  {t.name:<8}{t.rows:>12,}  {kind:<26}{err:>10}")
+    print("\n  TT error: ||TT-SVD - W||_F / ||W||_F of the trained table (the planner may still "
+          "store a TT table dense)")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="screc", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -362,7 +405,8 @@ def main(argv=None) -> int:
 
     plan = sub.add_parser("plan", help="plan the shard map and core mix from access traces")
     plan.add_argument("config", nargs="?", default=str(DEFAULT_CONFIG))
-    plan.add_argument("--traces", help=".npz trace (default: a generated synthetic trace)")
+    plan.add_argument("--traces", help="access trace: screc .npz, Meta dlrm_datasets .pt or "
+                                        "Criteo .tsv (default: a generated synthetic trace)")
     plan.add_argument("-o", "--output", default="build/plan/plan.json")
     plan.add_argument("--image", help="also write the device memory image here")
     plan.add_argument("--batch", type=int, default=None,
@@ -402,13 +446,31 @@ def main(argv=None) -> int:
     sim.add_argument("--baselines", action="append", metavar="JSON",
                      help="also compare with the records of a baselines.json measured "
                           "elsewhere (benchmarks/bench_baselines.py), e.g. on a GPU")
+    sim.add_argument("--traces", help="access trace (screc .npz, Meta dlrm_datasets .pt, "
+                                      "Criteo .tsv): the plan, calibration and the batch (its "
+                                      "first --batch samples) come from it")
     sim.add_argument("--out", default="build/report/sim.json")
     sim.set_defaults(func=cmd_sim)
+
+    imp = sub.add_parser("import-model", help="write a config for a trained DLRM checkpoint")
+    imp.add_argument("checkpoint", help="DLRM state dict: .pt/.pth (PyTorch) or .npz")
+    imp.add_argument("--config", required=True, help="the config (TOML) to write")
+    imp.add_argument("--device-from", default=str(DEFAULT_CONFIG),
+                     help="config whose device and numerics the new config takes")
+    imp.add_argument("--name", help="model name (default: the checkpoint's file name)")
+    imp.add_argument("--tt-min-rows", type=int, default=100_000,
+                     help="tables of at least this many rows get a TT shape")
+    imp.add_argument("--tt-rank", type=int, default=16, help="TT rank of those tables")
+    imp.add_argument("--pooling", type=float, default=1.0,
+                     help="mean lookups per bag of every table (1: one-hot, as Criteo)")
+    imp.add_argument("--max-pooling", type=int, default=None,
+                     help="largest bag of every table (default: the pooling rounded up)")
+    imp.set_defaults(func=cmd_import_model)
 
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, PlanError, ValueError) as e:
+    except (ConfigError, PlanError, CheckpointError, TraceError, ValueError) as e:
         print(f"screc: {e}", file=sys.stderr)
         return 2
 

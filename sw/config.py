@@ -26,6 +26,7 @@ __all__ = [
     "Config",
     "load_config",
     "config_from_dict",
+    "dump_toml",
 ]
 
 TIER_NAMES = ("bram", "dram", "ssd")
@@ -109,6 +110,9 @@ class ModelConfig:
     interaction: str
     tables: tuple[TableConfig, ...]
     seed: int = 0
+    checkpoint: str = ""
+    """A trained model's parameters (``sw/checkpoint.py``; resolved against the config's
+    directory); empty: parameters initialised from ``seed``."""
 
     @property
     def emb_dim(self) -> int:
@@ -370,7 +374,14 @@ def _read_model(sec: _Section, numerics: NumericsConfig) -> ModelConfig:
     top = sec.ints("top_mlp", lo=1, hi=65536)
     interaction = sec.str("interaction", default="dot", choices=("dot",))
     tables = tuple(_read_table(t, numerics) for t in sec.sections("tables"))
+    checkpoint = sec.str("checkpoint") if "checkpoint" in sec.data else ""
     sec.done()
+    if checkpoint:
+        base = Path(sec.source).parent if sec.source != "<dict>" else Path.cwd()
+        resolved = (base / checkpoint).resolve()
+        if not resolved.is_file():
+            raise sec.error("checkpoint", checkpoint, f"no such file ({resolved})")
+        checkpoint = str(resolved)
     names = [t.name for t in tables]
     for i, t in enumerate(tables):
         if names.index(t.name) != i:
@@ -384,7 +395,7 @@ def _read_model(sec: _Section, numerics: NumericsConfig) -> ModelConfig:
             )
     if top[-1] != 1:
         raise sec.error("top_mlp", list(top), "must end in 1 (one logit per sample)")
-    return ModelConfig(name, dense, bottom, top, interaction, tables, seed)
+    return ModelConfig(name, dense, bottom, top, interaction, tables, seed, checkpoint)
 
 
 def _read_tier(sec: _Section, name: str) -> TierConfig:
@@ -478,3 +489,47 @@ def load_config(path) -> Config:
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(str(path), "<file>", str(path), f"is not valid TOML: {e}") from e
     return config_from_dict(data, str(path))
+
+
+def _toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return repr(value) if math.isfinite(value) else ("nan" if value != value else
+                                                         ("inf" if value > 0 else "-inf"))
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a TOML basic string
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"no TOML form for {type(value).__name__}")
+
+
+def _toml_table(data: dict, path: str, lines: list) -> None:
+    tables = {k: v for k, v in data.items() if isinstance(v, dict)}
+    arrays = {k: v for k, v in data.items()
+              if isinstance(v, list) and v and all(isinstance(x, dict) for x in v)}
+    for key, value in data.items():
+        if key not in tables and key not in arrays:
+            lines.append(f"{key} = {_toml_value(value)}")
+    for key, value in arrays.items():
+        for item in value:
+            lines += ["", f"[[{path}{key}]]"]
+            _toml_table(item, f"{path}{key}.", lines)
+    for key, value in tables.items():
+        lines += ["", f"[{path}{key}]"]
+        _toml_table(value, f"{path}{key}.", lines)
+
+
+def dump_toml(data: dict, header: str = "") -> str:
+    """``data`` (tables, arrays of tables, scalars and lists) as TOML that
+    :func:`load_config` reads back; ``header`` becomes leading comment lines."""
+    lines = [f"# {line}".rstrip() for line in header.splitlines()]
+    top = {k: v for k, v in data.items() if not isinstance(v, dict)}
+    _toml_table(top, "", lines)
+    for key, value in data.items():
+        if isinstance(value, dict):
+            lines += ["", f"[{key}]"]
+            _toml_table(value, f"{key}.", lines)
+    return "\n".join(lines).lstrip("\n") + "\n"

@@ -13,7 +13,8 @@ from screc.hw.mlp import MLPParams
 from .device import boot_stream
 from .golden import BagBatch, QuantTable, tt_rows_int
 from .image import TablePlacement, build_image, read_image
-from .model import generate_batch, init_params, quantize_dlrm
+from .checkpoint import model_params
+from .model import Batch, generate_batch, quantize_dlrm
 from .numerics import quantize
 from .planner import (
     TableLoad,
@@ -25,9 +26,10 @@ from .planner import (
     stage_cycles,
 )
 from .stats import analyse_npz, remap_permutation, synthetic_traces
+from .traces import Trace
 
 __all__ = ["table_alphas", "DeviceSetup", "prepare_device", "make_batch", "planned_qps",
-           "predict_batch", "device_image"]
+           "predict_batch", "device_image", "calibration_batch"]
 
 BATCH_GAP = 4096
 
@@ -51,38 +53,62 @@ class DeviceSetup:
     counts: list
     stats: list
     """The trace's :class:`screc.sw.stats.TableStats` per table (what the plan was made from)."""
+    trace: Trace | None = None
+    """The user's trace (``--traces``) the plan, the calibration and the evaluation batch come
+    from; None: the config's synthetic workload."""
 
 
 def plan_config(cfg, batch: int = 256, trace_batches: int = 8, time_limit: float = 60.0,
-                log=print):
-    """``(plan dict, [(TableStats, counts)])`` of ``cfg`` from a synthetic trace of its
-    workload."""
-    log(f"[plan] {len(cfg.model.tables)} tables: statistics from a synthetic trace "
-        f"({trace_batches} batches of {batch})")
-    traces = synthetic_traces(cfg.model, trace_batches, batch, seed=cfg.model.seed,
-                              alphas=table_alphas(cfg.model))
-    analysed = analyse_npz(traces, cfg.model)
+                log=print, trace: Trace | None = None):
+    """``(plan dict, [(TableStats, counts)])`` of ``cfg`` from ``trace``, or from a synthetic
+    trace of its workload."""
+    if trace is not None:
+        log(f"[plan] {len(cfg.model.tables)} tables: statistics from {trace.source} "
+            f"({trace.samples:,} samples)")
+        analysed = trace.stats(cfg.model)
+    else:
+        log(f"[plan] {len(cfg.model.tables)} tables: statistics from a synthetic trace "
+            f"({trace_batches} batches of {batch})")
+        traces = synthetic_traces(cfg.model, trace_batches, batch, seed=cfg.model.seed,
+                                  alphas=table_alphas(cfg.model))
+        analysed = analyse_npz(traces, cfg.model)
     plan, sizing = plan_device(cfg, [s for s, _ in analysed], batch, time_limit=time_limit)
     out = plan.to_dict()
     out["sizing"] = sizing
     return out, analysed
 
 
+CALIBRATION_SAMPLES = 512
+"""Samples whose float activations set the quantiser's scales (``quantize_dlrm``)."""
+
+
+def calibration_batch(cfg, trace: Trace | None = None) -> Batch:
+    """The quantiser's calibration samples: the trace's first ones (its dense features when it
+    has them, else the synthetic generator's), or the config's synthetic workload."""
+    synthetic = generate_batch(cfg.model, CALIBRATION_SAMPLES, 1)
+    if trace is None:
+        return synthetic
+    n = min(CALIBRATION_SAMPLES, trace.samples)
+    dense = trace.dense[:n] if trace.dense is not None else synthetic.dense[:n]
+    return Batch(np.asarray(dense, np.float32), trace.batch(0, n))
+
+
 def prepare_device(cfg, batch: int = 256, trace_batches: int = 8, time_limit: float = 60.0,
-                   log=print) -> DeviceSetup:
-    """Plan ``cfg`` from a synthetic trace and build the device and its memory image."""
-    plan, analysed = plan_config(cfg, batch, trace_batches, time_limit, log)
+                   log=print, trace: Trace | None = None) -> DeviceSetup:
+    """Plan ``cfg`` from ``trace`` (or a synthetic trace of its workload) and build the
+    device and its memory image."""
+    plan, analysed = plan_config(cfg, batch, trace_batches, time_limit, log, trace)
     mix = plan["core_mix"]
     log(f"[plan] MLP core {plan['mlp']['rows']} x {plan['mlp']['lanes']}, "
         f"{mix['gather_cores']} gather cores, {mix['tt_arrays']} TT arrays; predicted "
         f"{plan['predicted']['cycles_per_batch']:,.0f} cycles per batch, bottleneck "
         f"{plan['predicted']['bottleneck']}")
-    fparams = init_params(cfg.model)
-    qmodel = quantize_dlrm(fparams, cfg.numerics, generate_batch(cfg.model, 512, 1))
+    fparams = model_params(cfg.model)
+    qmodel = quantize_dlrm(fparams, cfg.numerics, calibration_batch(cfg, trace))
     image, params, remap = device_image(cfg, plan, [c for _, c in analysed], qmodel)
     counts = [c for _, c in analysed]
     return DeviceSetup(cfg, plan, params, qmodel, fparams, image, remap, batch, counts,
-                       [s for s, _ in analysed])
+                       [s for s, _ in analysed], trace)
 
 
 def _set_first(bag, s: int, value: int):
@@ -143,10 +169,20 @@ def device_image(cfg, plan: dict, counts, qmodel):
 
 
 def make_batch(setup: DeviceSetup, samples: int, seed: int, bad=(), corners: bool = False):
-    """An evaluation batch from the config's workload: ``(dense float, dense_q, bags)`` with
-    original indices; ``bad``: ``(table, sample)`` bags that get an index outside the table;
-    ``corners``: sample 0 looks up row 0 and sample 1 row N-1 of every table."""
+    """An evaluation batch: ``(dense float, dense_q, bags)`` with original indices, the first
+    ``samples`` of the setup's trace when it has one (its dense features, or the generator's
+    when the trace has none; ``corners`` does not apply), else from the config's workload;
+    ``bad``: ``(table, sample)`` bags that get an index outside the table; ``corners``: sample
+    0 looks up row 0 and sample 1 row N-1 of every table."""
     model = setup.cfg.model
+    if setup.trace is not None:
+        bags = setup.trace.batch(0, samples)
+        for t, s in bad:
+            bags[t] = _set_first(bags[t], s, model.tables[t].rows + 7)
+        dense = (np.asarray(setup.trace.dense[:samples], np.float32)
+                 if setup.trace.dense is not None else generate_batch(model, samples, seed).dense)
+        dense_q = quantize(dense, setup.qmodel.dense_frac, setup.cfg.numerics.act_bits)
+        return dense, dense_q, bags
     tr = synthetic_traces(model, 1, samples, seed=seed, alphas=table_alphas(model))
     bags = [BagBatch(tr[f"indices_{t}"], tr[f"offsets_{t}"]) for t in range(len(model.tables))]
     if corners:

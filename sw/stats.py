@@ -2,9 +2,8 @@
 
 Trace file (``.npz``): for table ``t`` (position in the model config), ``indices_{t}`` and
 ``offsets_{t}`` in EmbeddingBag form (bag ``b`` is ``indices[offsets[b]:offsets[b+1]]``), and
-``batches`` (how many batches the trace spans). Meta's ``dlrm_datasets`` ``.pt`` files
-(``indices, offsets, lengths`` with ``lengths`` of shape tables x batch) are read when PyTorch
-is installed (an optional extra). Indices are counted in chunks, so memory stays bounded by the
+``batches`` (how many batches the trace spans). Other formats (Meta's ``dlrm_datasets``,
+Criteo's TSV) are read by :mod:`screc.sw.traces`. Indices are counted in chunks, so memory stays bounded by the
 table sizes, not the trace length.
 """
 
@@ -15,7 +14,7 @@ import numpy as np
 
 from .checks import check_curve, check_number
 
-__all__ = ["TableStats", "TraceError", "table_stats", "analyse_npz", "analyse_pt",
+__all__ = ["TableStats", "TraceError", "table_stats", "analyse_npz",
            "synthetic_traces", "write_traces", "remap_permutation", "zipf_coverage",
            "expected_distinct_pages"]
 
@@ -164,27 +163,6 @@ def analyse_npz(path, model, points: int = 12):
         out.append(table_stats(table.rows, _chunks(indices), offsets.size, batches, points,
                                f"{path}: table {t} ({table.name})",
                                int(np.count_nonzero(lengths == 0))))
-    return out
-
-
-def analyse_pt(path, model, batch_size: int, points: int = 12):
-    """Meta ``dlrm_datasets`` tensors ``(indices, offsets, lengths)``; needs PyTorch."""
-    try:
-        import torch
-    except ImportError as e:
-        raise TraceError(f"{path}: reading .pt traces needs PyTorch (pip install "
-                         "'screc[torch]')") from e
-    indices, offsets, lengths = torch.load(path, map_location="cpu")
-    indices, offsets = indices.numpy(), offsets.numpy()
-    lengths = lengths.numpy().reshape(-1, batch_size)
-    if lengths.shape[0] < len(model.tables):
-        raise TraceError(f"{path}: {lengths.shape[0]} tables, the model has "
-                         f"{len(model.tables)}")
-    out = []
-    for t, table in enumerate(model.tables):
-        lo, hi = offsets[t * batch_size], offsets[(t + 1) * batch_size]
-        out.append(table_stats(table.rows, _chunks(indices[lo:hi]), batch_size, 1, points,
-                               f"{path}: table {t}"))
     return out
 
 

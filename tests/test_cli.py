@@ -1,9 +1,16 @@
 import json
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from screc.sw.cli import main
+from screc.sw.config import load_config
+from screc.sw.flow import table_alphas
+from screc.sw.model import init_params
+from screc.sw.stats import synthetic_traces
+from screc.sw.tt import tt_full
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -47,6 +54,50 @@ def test_sim_runs_the_demo_device_and_writes_report_and_plot(tmp_path, capsys):
     assert cmp["device"]["by_batch"]["65536"]["source"].startswith("planner")
     text = capsys.readouterr().out
     assert "matches the golden model bit for bit" in text and "at its best batch 65536" in text
+
+
+def _demo_checkpoint(path, cfg):
+    """A demo-shaped DLRM state dict that is not the config's seeded initialisation: TT tables
+    as their dense rows (TT rank 8 or 16 by construction, so TT-SVD at the config's ranks
+    recovers them)."""
+    params = init_params(replace(cfg.model, seed=cfg.model.seed + 100))
+    state = {}
+    for prefix, layers in (("bot_l", params.bottom), ("top_l", params.top)):
+        for k, (w, b) in enumerate(layers):
+            state[f"{prefix}.{2 * k}.weight"], state[f"{prefix}.{2 * k}.bias"] = w, b
+    for t, table in enumerate(params.tables):
+        rows = cfg.model.tables[t].rows
+        state[f"emb_l.{t}.weight"] = (table if isinstance(table, np.ndarray)
+                                      else tt_full(table, rows)).astype(np.float32)
+    np.savez(path, **state)
+
+
+# the demo device's build, shared with the tests above: the trace is the synthetic workload the
+# demo is planned from, so the plan, and so the device, are the same
+@pytest.mark.xdist_group("device_demo")
+@pytest.mark.long
+def test_sim_round_trip_of_a_checkpoint_and_a_dlrm_datasets_trace(tmp_path, capsys):
+    torch = pytest.importorskip("torch")
+    cfg = load_config(ROOT / "configs" / "demo.toml")
+    _demo_checkpoint(tmp_path / "trained.npz", cfg)
+    text = (ROOT / "configs" / "demo.toml").read_text()
+    (tmp_path / "demo_trained.toml").write_text(
+        text.replace('interaction = "dot"\n', 'interaction = "dot"\ncheckpoint = "trained.npz"\n'))
+    tr = synthetic_traces(cfg.model, 8, 256, seed=cfg.model.seed, alphas=table_alphas(cfg.model))
+    n = len(cfg.model.tables)
+    lengths = np.stack([np.diff(tr[f"offsets_{t}"], append=tr[f"indices_{t}"].size)
+                        for t in range(n)])
+    indices = np.concatenate([tr[f"indices_{t}"] for t in range(n)])
+    offsets = np.concatenate([[0], np.cumsum(lengths.reshape(-1))])
+    torch.save(tuple(torch.from_numpy(x.astype(np.int64)) for x in (indices, offsets, lengths)),
+               tmp_path / "trace.pt")
+    out = tmp_path / "sim.json"
+    assert main(["sim", str(tmp_path / "demo_trained.toml"), "--traces", str(tmp_path / "trace.pt"),
+                 "--batch", "256", "--no-baselines", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["match"] and report["logits_checked"] == 256
+    assert abs(report["planner"]["error"]) < 0.10
+    assert "matches the golden model bit for bit" in capsys.readouterr().out
 
 
 def test_sim_refuses_a_bad_baseline_batch_list(capsys):
