@@ -1,7 +1,8 @@
 """Access traces from outside screc, read into one form (:class:`Trace`) that the planner's
 statistics and the evaluation batch take:
 
-* screc's own ``.npz`` (``sw/stats.py``: ``indices_<t>``, ``offsets_<t>``, ``batches``);
+* screc's own ``.npz`` (``sw/stats.py``: ``indices_<t>``, ``offsets_<t>``, ``batches``; and
+  optionally ``dense``, samples x dense features, and ``labels``);
 * Meta's ``dlrm_datasets`` ``.pt`` files: ``indices, offsets, lengths = torch.load(f)`` with
   ``lengths`` of shape (tables, batch) and ``offsets`` the ``tables x batch + 1`` bag
   boundaries, table-major; memory-mapped (``torch.load(mmap=True)``), so a large file is not
@@ -114,7 +115,15 @@ def _load_npz(path: Path, model) -> Trace:
         raise TraceError(f"{path}: offsets_*: the tables have different bag counts "
                          f"{sorted(samples)}")
     batches = int(npz["batches"]) if "batches" in npz else 1
-    return Trace(str(path), samples.pop(), indices, offsets, batches)
+    n = samples.pop()
+    extra = {}
+    for key, shape in (("dense", (n, model.dense_features)), ("labels", (n,))):
+        if key in npz:
+            extra[key] = np.asarray(npz[key], np.float32 if key == "dense" else np.int8)
+            if extra[key].shape != shape:
+                raise TraceError(f"{path}: {key}: shape {list(extra[key].shape)}, expected "
+                                 f"{list(shape)} (samples x the model's dense features)")
+    return Trace(str(path), n, indices, offsets, batches, **extra)
 
 
 def _load_dlrm_datasets(path: Path, model) -> Trace:
