@@ -101,7 +101,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--samples", type=int, default=1_000_000)
     ap.add_argument("--heldout", type=int, default=100_000)
-    ap.add_argument("--epochs", type=float, default=3.0)
+    ap.add_argument("--epochs", type=float, default=2.0)
+    ap.add_argument("--emb-lr", type=float, default=0.01, help="the tables' Adam step")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--retrain", action="store_true")
     ap.add_argument("--no-rtl", action="store_true", help="skip the RTL run")
@@ -118,7 +119,8 @@ def main():
         data, y, _ = planted_ctr(base, args.samples, seed=1, teacher=teacher)
         print(f"data: {args.samples:,} training samples (CTR {y.mean():.3f}), "
               f"{args.heldout:,} held out, in {time.perf_counter() - t0:.0f} s")
-        result = train_dlrm(base, data, y, epochs=args.epochs, threads=args.threads)
+        result = train_dlrm(base, data, y, epochs=args.epochs, emb_lr=args.emb_lr,
+                            threads=args.threads)
         _save_checkpoint(result["state"], OUT / "model.pt")
         info = {k: v for k, v in result.items() if k != "state"}
         info.update(samples=args.samples, heldout=args.heldout, teacher_seed=1)

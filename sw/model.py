@@ -160,7 +160,9 @@ def quantize_dlrm(params: DlrmParams, numerics, calib: Batch) -> QuantDlrm:
     feats_max = max(float(np.abs(x).max()), *(float(np.abs(p).max()) for p in pooled))
     dots = interaction_float(x, pooled)[:, x.shape[1]:]
     act_frac = frac_for(max(feats_max, float(np.abs(dots).max()) if dots.size else 0.0), act_bits)
-    act_frac = min(act_frac, *(t.frac for t in tables))
+    # The interaction requantises its dots by act_frac: a right shift, so act_frac >= 0 and an
+    # interaction feature beyond 2^(act_bits-1) - 1 saturates (docs/numerics.md).
+    act_frac = max(0, min(act_frac, *(t.frac for t in tables)))
 
     def layers(float_layers, in_frac, outs, last_raw):
         qlayers = []

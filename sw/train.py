@@ -187,7 +187,7 @@ class TrainDlrm(torch.nn.Module if torch else object):
 
 
 def train_dlrm(model, data: Batch, labels, epochs: float = 2.0, batch: int = 1024,
-               lr: float = 2e-3, emb_lr: float = 0.02, threads: int = 2, seed: int = 0,
+               lr: float = 2e-3, emb_lr: float = 0.01, threads: int = 2, seed: int = 0,
                log=print) -> dict:
     """Train ``model``'s DLRM (every table dense, initialised as ``sw/model.py`` does) on
     ``data``/``labels`` with binary cross-entropy: Adam for the MLPs, sparse Adam for the
@@ -230,4 +230,4 @@ def train_dlrm(model, data: Batch, labels, epochs: float = 2.0, batch: int = 102
              if k.startswith(("bot_l", "top_l", "emb_l"))}
     return {"state": state, "history": history, "steps": steps,
             "train_s": time.perf_counter() - t0, "threads": threads, "batch": batch,
-            "epochs": epochs}
+            "epochs": epochs, "lr": lr, "emb_lr": emb_lr, "seed": seed}
