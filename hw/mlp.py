@@ -246,7 +246,7 @@ class MLPProgram:
             dst = x_base if last else bufs[i % 2]
             mlp(layer, src, dst)
             src = dst
-        descs.append({"op": OP_DOT, "relu": 0, "raw": 0, "shift": qmodel.act_frac,
+        descs.append({"op": OP_DOT, "relu": 0, "raw": 0, "shift": qmodel.dot_shift,
                       "in_base": x_base, "out_base": top_in + emb_dim, "k": n_feat,
                       "n_out": pairs, "tiles": stride // R, "w_base": 0, "b_base": 0,
                       "reserved": 0})

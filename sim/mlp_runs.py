@@ -27,7 +27,7 @@ def dense_path(qmodel: QuantDlrm, dense_q, pooled_q) -> np.ndarray:
     x = np.asarray(dense_q, dtype=np.int64)
     for layer in qmodel.bottom:
         x = mlp_layer_int(x, layer, n.act_bits)
-    z = interaction_int(x, pooled_q, qmodel.act_frac, n.act_bits)
+    z = interaction_int(x, pooled_q, qmodel.dot_shift, n.act_bits)
     for layer in qmodel.top:
         z = mlp_layer_int(z, layer, n.act_bits)
     return z[:, 0]

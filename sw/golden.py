@@ -133,6 +133,18 @@ class QuantDlrm:
     bottom: tuple[QuantLayer, ...]
     top: tuple[QuantLayer, ...]
     tables: tuple[QuantTable, ...]
+    dot_frac: int | None = None
+    """The interaction's dots' scale (None: ``act_frac``); the top MLP's first layer holds the
+    weights of its dot inputs at ``act_frac - dot_frac`` more fraction bits than the rest."""
+
+    @property
+    def dots_frac(self) -> int:
+        return self.act_frac if self.dot_frac is None else self.dot_frac
+
+    @property
+    def dot_shift(self) -> int:
+        """Right shift of an exact dot (at ``2 act_frac``) to ``dots_frac``."""
+        return 2 * self.act_frac - self.dots_frac
 
     @property
     def emb_shifts(self) -> tuple[int, ...]:
@@ -318,14 +330,14 @@ def tril_pairs(n):
     return [(i, j) for i in range(n) for j in range(i)]
 
 
-def interaction_int(bottom_out, pooled, act_frac: int, act_bits: int) -> np.ndarray:
+def interaction_int(bottom_out, pooled, dot_shift: int, act_bits: int) -> np.ndarray:
     """DLRM ``dot``: features ``T = [x, e_1..e_k]`` (all at ``act_frac``), pairwise dots
-    ``<T_i, T_j>`` for ``j < i`` in row-major order, requantised by ``act_frac`` back to
-    ``act_frac``, concatenated after ``x``."""
+    ``<T_i, T_j>`` for ``j < i`` in row-major order (exact, at ``2 act_frac``), requantised by
+    ``dot_shift`` (:attr:`QuantDlrm.dot_shift`) to the dots' scale, concatenated after ``x``."""
     feats = np.stack([bottom_out, *pooled], axis=1).astype(np.int64)
     z = np.einsum("bid,bjd->bij", feats, feats)
     li, lj = np.array(tril_pairs(feats.shape[1])).T
-    dots = requantize(z[:, li, lj], act_frac, act_bits)
+    dots = requantize(z[:, li, lj], dot_shift, act_bits)
     return np.concatenate([feats[:, 0], dots], axis=1)
 
 
@@ -354,7 +366,7 @@ def dlrm_forward_int(model: QuantDlrm, dense_q, bags: list[BagBatch]) -> np.ndar
         if bag.bags != x.shape[0]:
             raise ValueError(f"table {table.name}: {bag.bags} bags for {x.shape[0]} samples")
         pooled.append(requantize(embedding_bag_int(table, bag), shift, n.act_bits))
-    z = interaction_int(x, pooled, model.act_frac, n.act_bits)
+    z = interaction_int(x, pooled, model.dot_shift, n.act_bits)
     for layer in model.top:
         z = mlp_layer_int(z, layer, n.act_bits)
     return z[:, 0]

@@ -159,21 +159,30 @@ def quantize_dlrm(params: DlrmParams, numerics, calib: Batch) -> QuantDlrm:
     pooled = [_pool_float(params, t, bag) for t, bag in enumerate(calib.bags)]
     feats_max = max(float(np.abs(x).max()), *(float(np.abs(p).max()) for p in pooled))
     dots = interaction_float(x, pooled)[:, x.shape[1]:]
-    act_frac = frac_for(max(feats_max, float(np.abs(dots).max()) if dots.size else 0.0), act_bits)
-    # The interaction requantises its dots by act_frac: a right shift, so act_frac >= 0 and an
-    # interaction feature beyond 2^(act_bits-1) - 1 saturates (docs/numerics.md).
+    dots_max = float(np.abs(dots).max()) if dots.size else 0.0
+    # The interaction features' scale from their own range: the dots get a scale of their own
+    # (dot_frac below; one shared scale cost a trained model 0.006 AUC, docs/numerics.md).
+    # act_frac >= 0: the dots' requantisation by 2 act_frac - dot_frac is a right shift.
+    act_frac = frac_for(feats_max, act_bits)
     act_frac = max(0, min(act_frac, *(t.frac for t in tables)))
 
-    def layers(float_layers, in_frac, outs, last_raw):
+    def layers(float_layers, in_frac, outs, last_raw, extra_frac=None):
+        """``extra_frac[j]``: input ``j``'s scale above ``in_frac`` (negative: below); its
+        weights are stored with that many more fraction bits, so every product lands at
+        ``in_frac + w_frac``."""
         qlayers = []
         for i, ((w, b), out_max) in enumerate(zip(float_layers, outs)):
             raw = last_raw and i == len(float_layers) - 1
-            w_frac = frac_for(float(np.abs(w).max()), w_bits)
+            shift_in = extra_frac if i == 0 and extra_frac is not None else np.zeros(w.shape[1])
+            w_frac = min(frac_for(float(np.abs(w[:, j]).max()), w_bits) - int(e)
+                         for j, e in enumerate(shift_in))
             out_frac = act_frac if out_max is None else frac_for(out_max, act_bits)
             out_frac = min(out_frac, in_frac + w_frac)
             bias_bits = dot_acc_bits(act_bits, w_bits, w.shape[1])
             bias = quantize(b, in_frac + w_frac, bias_bits)
-            qlayers.append(QuantLayer(quantize(w, w_frac, w_bits), bias, in_frac, w_frac,
+            w_q = np.stack([quantize(w[:, j], w_frac + int(e), w_bits)
+                            for j, e in enumerate(shift_in)], axis=1)
+            qlayers.append(QuantLayer(w_q, bias, in_frac, w_frac,
                                       in_frac + w_frac if raw else out_frac, relu=not raw,
                                       requant=not raw))
             in_frac = qlayers[-1].out_frac
@@ -187,8 +196,10 @@ def quantize_dlrm(params: DlrmParams, numerics, calib: Batch) -> QuantDlrm:
     for i, (w, b) in enumerate(params.top):
         z = mlp_layer_float(z, w, b, relu=i < len(params.top) - 1)
         top_outs.append(float(np.abs(z).max()))
-    top = layers(params.top, act_frac, top_outs, last_raw=True)
-    return QuantDlrm(numerics, dense_frac, act_frac, bottom, top, tuple(tables))
+    dot_frac = min(frac_for(dots_max, act_bits), 2 * act_frac)
+    extra = np.r_[np.zeros(x.shape[1]), np.full(dots.shape[1], act_frac - dot_frac)]
+    top = layers(params.top, act_frac, top_outs, last_raw=True, extra_frac=extra)
+    return QuantDlrm(numerics, dense_frac, act_frac, bottom, top, tuple(tables), dot_frac)
 
 
 def _pool_float(params, t, bag):
