@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from .baselines import TorchDlrm
 from .golden import BagBatch, sigmoid
 from .model import Batch, init_params, zipf_indices
 
@@ -158,18 +159,9 @@ class TrainDlrm(torch.nn.Module if torch else object):
     def __init__(self, params):
         super().__init__()
 
-        def mlp(layers, last_relu):
-            mods = []
-            for i, (w, b) in enumerate(layers):
-                lin = torch.nn.Linear(w.shape[1], w.shape[0])
-                with torch.no_grad():
-                    lin.weight.copy_(torch.from_numpy(np.asarray(w, np.float32)))
-                    lin.bias.copy_(torch.from_numpy(np.asarray(b, np.float32)))
-                mods += [lin] + ([torch.nn.ReLU()] if i < len(layers) - 1 or last_relu else [])
-            return torch.nn.Sequential(*mods)
-
-        self.bot_l = mlp(params.bottom, True)
-        self.top_l = mlp(params.top, False)
+        # the baseline's layer builder: Linear at even indices, ReLU between (DLRM's layout)
+        self.bot_l = TorchDlrm._mlp(params.bottom, last_relu=True)
+        self.top_l = TorchDlrm._mlp(params.top, last_relu=False)
         self.emb_l = torch.nn.ModuleList(
             torch.nn.EmbeddingBag.from_pretrained(torch.from_numpy(np.asarray(t, np.float32)),
                                                   freeze=False, mode="sum", sparse=True)
