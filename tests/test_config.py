@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from screc.sw.config import ConfigError, config_from_dict, load_config
+from screc.sw.config import ConfigError, config_from_dict, dump_toml, load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = tomllib.loads((ROOT / "configs" / "demo.toml").read_text())
@@ -114,3 +114,32 @@ def test_unreadable_and_malformed_files_are_named(tmp_path):
     bad.write_text("[model\nname = 1")
     with pytest.raises(ConfigError, match="bad.toml.*not valid TOML"):
         load_config(bad)
+
+
+@pytest.mark.parametrize("name", ["demo", "tiered", "criteo_kaggle"])
+def test_dump_toml_writes_what_load_config_reads_back(tmp_path, name):
+    text = (ROOT / "configs" / f"{name}.toml").read_text()
+    out = tmp_path / "again.toml"
+    out.write_text(dump_toml(tomllib.loads(text), header="written back\nby the test"))
+    again = out.read_text()
+    assert again.startswith("# written back\n# by the test\n")
+    assert load_config(out).to_dict() == load_config(ROOT / "configs" / f"{name}.toml").to_dict()
+    assert tomllib.loads(again) == tomllib.loads(text)
+
+
+def test_dump_toml_refuses_what_toml_cannot_hold():
+    with pytest.raises(TypeError, match="no TOML form for NoneType"):
+        dump_toml({"model": {"name": None}})
+
+
+def test_checkpoint_field_resolves_against_the_config_and_must_exist(tmp_path):
+    data = copy.deepcopy(DEMO)
+    data["model"]["checkpoint"] = "weights/m.npz"
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "weights" / "m.npz").write_bytes(b"")
+    path = tmp_path / "c.toml"
+    path.write_text(dump_toml(data))
+    assert load_config(path).model.checkpoint == str(tmp_path / "weights" / "m.npz")
+    (tmp_path / "weights" / "m.npz").unlink()
+    with pytest.raises(ConfigError, match=r"model.checkpoint = 'weights/m.npz': no such file"):
+        load_config(path)
