@@ -12,8 +12,10 @@ and log-loss on the held-out set for
 
 Bars (issue 17): int vs fp32 of the same tables, |dAUC| <= 0.001 and |d log-loss| <= 0.002.
 Writes build/bench/accuracy.json; the checkpoint, configs and held-out trace stay in
-build/train/demo/ (retrained only with --retrain or when missing). ``--noise-seeds``: models
-trained with other seeds give FP32's run-to-run noise, the goal for the integer path."""
+build/train/<model>/ (retrained only with --retrain or when missing). ``--config``: another
+model shape (``configs/criteo_kaggle.toml`` writes accuracy_criteo_kaggle.json).
+``--noise-seeds``: models trained with other seeds give FP32's run-to-run noise, the goal for
+the integer path."""
 
 import argparse
 import json
@@ -43,7 +45,7 @@ from screc.sw.train import (  # noqa: E402
     train_dlrm,
 )
 
-OUT = ROOT / "build" / "train" / "demo"
+TRAIN_DIR = ROOT / "build" / "train"
 BAR_AUC, BAR_LOGLOSS = 0.001, 0.002
 
 
@@ -53,20 +55,22 @@ def _save_checkpoint(state: dict, path: Path):
     torch.save({"state_dict": {k: torch.from_numpy(v) for k, v in state.items()}}, path)
 
 
-def _write_configs(out: Path, checkpoint: str = "model.pt") -> tuple[Path, Path]:
-    """The demo config with a trained checkpoint (its TT shapes kept), and its all-dense
+def _write_configs(source: Path, out: Path, checkpoint: str = "model.pt") -> tuple[Path, Path]:
+    """The config ``source`` with a trained checkpoint (its TT shapes kept), and its all-dense
     variant (the model as trained)."""
     stem = "trained" if checkpoint == "model.pt" else f"trained_{Path(checkpoint).stem}"
-    data = tomllib.loads((ROOT / "configs" / "demo.toml").read_text())
+    data = tomllib.loads(source.read_text())
     data["model"]["checkpoint"] = checkpoint
-    tt_path = out / f"demo_{stem}.toml"
-    tt_path.write_text(dump_toml(data, header="The demo DLRM trained by "
+    name = data["model"]["name"]
+    tt_path = out / f"{name}_{stem}.toml"
+    tt_path.write_text(dump_toml(data, header=f"The {name} DLRM trained by "
                                  "benchmarks/bench_accuracy.py (TT tables by TT-SVD)."))
     for table in data["model"]["tables"]:
         for key in ("tt_p_shapes", "tt_q_shapes", "tt_ranks", "tt_rank_options", "placement"):
             table.pop(key, None)
-    dense_path = out / f"demo_{stem}_dense.toml"
-    dense_path.write_text(dump_toml(data, header="The trained demo DLRM, every table dense."))
+    dense_path = out / f"{name}_{stem}_dense.toml"
+    dense_path.write_text(dump_toml(data, header=f"The trained {name} DLRM, every table "
+                                    "dense."))
     return tt_path, dense_path
 
 
@@ -101,6 +105,8 @@ def _delta(a: dict, b: dict) -> dict:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--config", default=str(ROOT / "configs" / "demo.toml"),
+                    help="the model shape to train (its tables, MLPs; TT shapes for fp32_tt)")
     ap.add_argument("--samples", type=int, default=1_000_000)
     ap.add_argument("--heldout", type=int, default=100_000)
     ap.add_argument("--epochs", type=float, default=2.0)
@@ -111,32 +117,34 @@ def main():
     ap.add_argument("--retrain", action="store_true")
     ap.add_argument("--no-rtl", action="store_true", help="skip the RTL run")
     args = ap.parse_args()
-    OUT.mkdir(parents=True, exist_ok=True)
-    base = load_config(ROOT / "configs" / "demo.toml").model
+    source = Path(args.config)
+    base = load_config(source).model
+    out = TRAIN_DIR / base.name
+    out.mkdir(parents=True, exist_ok=True)
     teacher = make_teacher(base, seed=1)
     t0 = time.perf_counter()
     heldout, labels, teacher_p = planted_ctr(base, args.heldout, seed=2, teacher=teacher)
-    trace_path = OUT / "heldout.npz"
+    trace_path = out / "heldout.npz"
     _heldout_trace(trace_path, heldout, labels)
     data = None
     infos = []
     for seed in range(1 + args.noise_seeds):
         name = "model.pt" if seed == 0 else f"model_seed{seed}.pt"
-        info_path = OUT / ("train.json" if seed == 0 else f"train_seed{seed}.json")
-        if args.retrain or not (OUT / name).exists() or not info_path.exists():
+        info_path = out / ("train.json" if seed == 0 else f"train_seed{seed}.json")
+        if args.retrain or not (out / name).exists() or not info_path.exists():
             if data is None:
                 data, y, _ = planted_ctr(base, args.samples, seed=1, teacher=teacher)
                 print(f"data: {args.samples:,} training samples (CTR {y.mean():.3f}), "
                       f"{args.heldout:,} held out, in {time.perf_counter() - t0:.0f} s")
             result = train_dlrm(base, data, y, epochs=args.epochs, emb_lr=args.emb_lr,
                                 threads=args.threads, seed=seed)
-            _save_checkpoint(result["state"], OUT / name)
+            _save_checkpoint(result["state"], out / name)
             info = {k: v for k, v in result.items() if k != "state"}
             info.update(samples=args.samples, heldout=args.heldout, teacher_seed=1)
             info_path.write_text(json.dumps(info, indent=2))
         infos.append(json.loads(info_path.read_text()))
     info = infos[0]
-    tt_path, dense_path = _write_configs(OUT)
+    tt_path, dense_path = _write_configs(source, out)
     cfg_tt, cfg_dense = load_config(tt_path), load_config(dense_path)
     trace = load_trace(trace_path, cfg_tt.model)
     dense = _paths(cfg_dense, trace, heldout, labels)
@@ -145,12 +153,12 @@ def main():
     # and batch order), against the main model
     noise = []
     for seed in range(1, 1 + args.noise_seeds):
-        other = load_config(_write_configs(OUT, f"model_seed{seed}.pt")[1])
+        other = load_config(_write_configs(source, out, f"model_seed{seed}.pt")[1])
         fp32 = _metrics(labels, dlrm_forward_float(model_params(other.model), heldout.dense,
                                                    heldout.bags))
         noise.append({"seed": seed, **fp32, **_delta(fp32, dense["fp32"])})
     record = {
-        "model": "demo-shaped DLRM (configs/demo.toml), every table trained dense",
+        "model": f"{base.name}-shaped DLRM ({source.name}), every table trained dense",
         "training": info, "heldout_samples": args.heldout,
         "teacher": _metrics(labels, np.log(teacher_p / (1 - teacher_p))),
         "fp32": dense["fp32"], "int_dense": dense["int"], "fp32_tt": tt["fp32"],
@@ -172,7 +180,7 @@ def main():
             and abs(record["int_vs_fp32"]["d_log_loss"]) <= spread_ll)
     if not args.no_rtl:
         report = simulate(cfg_tt, batch=256, traces=trace_path, baselines=False,
-                          progress=False, name="device_trained")
+                          progress=False, name=f"device_trained_{base.name}")
         record["rtl"] = {"batch": 256, "match": report["match"],
                          "mismatch_count": report["mismatch_count"],
                          "cycles": report["cycles"], "projected_qps": report["projected_qps"],
@@ -180,7 +188,7 @@ def main():
         if not report["match"]:
             raise SystemExit(f"RTL: {report['mismatch_count']} logits differ from the golden "
                              "integer path")
-    path = write_result("accuracy", record)
+    path = write_result("accuracy" if base.name == "demo" else f"accuracy_{base.name}", record)
     for name in ("fp32", "int_dense", "fp32_tt", "int_tt", "teacher"):
         r = record[name]
         print(f"  {name:<10} AUC {r['auc']:.4f}  log-loss {r['log_loss']:.4f}")
