@@ -25,7 +25,7 @@ import numpy as np
 
 from .config import ModelConfig
 from .model import DlrmParams, init_params
-from .tt import suggested_q_shapes, suggested_tt_shapes, tt_full, tt_svd
+from .tt import suggested_q_shapes, suggested_tt_shapes, tt_relative_error, tt_svd
 
 __all__ = ["CheckpointError", "read_tensors", "model_section", "checkpoint_params",
            "model_params", "SUFFIXES"]
@@ -219,9 +219,8 @@ def _cached(model: ModelConfig, path: str, stamp: tuple):
         rec = {"table": cfg.name, "rows": cfg.rows, "dim": cfg.dim, "storage": "dense"}
         if cfg.tt is not None:
             cores = tt_svd(table, cfg.tt)
-            err = np.linalg.norm(tt_full(cores, cfg.rows) - table)
             rec.update(storage="tt", ranks=list(cfg.tt.ranks),
-                       tt_relative_error=float(err / max(np.linalg.norm(table), 1e-30)))
+                       tt_relative_error=tt_relative_error(cores, table))
             table = cores
         out_tables.append(table)
         report.append(rec)

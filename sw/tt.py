@@ -21,6 +21,7 @@ __all__ = [
     "tt_random_cores",
     "tt_reconstruct",
     "tt_full",
+    "tt_relative_error",
     "compression_ratio",
 ]
 
@@ -172,6 +173,20 @@ def tt_reconstruct(cores, idx, p_shapes=None) -> np.ndarray:
 
 def tt_full(cores, rows: int) -> np.ndarray:
     return tt_reconstruct(cores, np.arange(rows))
+
+
+def tt_relative_error(cores, table, chunk: int = 1 << 16) -> float:
+    """``||TT - W||_F / ||W||_F`` of the table ``table`` (rows x dim) and its cores, rebuilt
+    ``chunk`` rows at a time (a 10 M-row table at once would need tens of GB)."""
+    table = np.asarray(table)
+    p_shapes = tuple(c.shape[1] for c in cores)
+    num = den = 0.0
+    for a in range(0, table.shape[0], chunk):
+        part = table[a:a + chunk].astype(np.float64)
+        diff = tt_reconstruct(cores, np.arange(a, a + part.shape[0]), p_shapes) - part
+        num += float((diff * diff).sum())
+        den += float((part * part).sum())
+    return float(np.sqrt(num / max(den, 1e-60)))
 
 
 def compression_ratio(rows: int, tt: TTConfig) -> float:

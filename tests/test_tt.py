@@ -12,6 +12,7 @@ from screc.sw.tt import (
     tt_full,
     tt_random_cores,
     tt_reconstruct,
+    tt_relative_error,
     tt_svd,
 )
 
@@ -125,3 +126,14 @@ def test_compression_ratio_and_macs_of_fbtt_benchmark_shape():
     assert tt.macs_per_row == 18432  # q1 r1 q2 r2 + q1 q2 r2 q3
     assert tt.params == 200 * 4 * 32 + 32 * 220 * 4 * 32 + 32 * 250 * 4
     assert compression_ratio(11_000_000, tt) == pytest.approx(11_000_000 * 64 / tt.params)
+
+
+def test_tt_relative_error_in_chunks_equals_the_whole_table_at_once():
+    rng = np.random.default_rng(4)
+    tt = TTConfig((5, 6, 7), (2, 2, 2), (3, 3))
+    table = rng.normal(size=(200, 8))
+    cores = tt_svd(table, tt)
+    whole = np.linalg.norm(tt_full(cores, 200) - table) / np.linalg.norm(table)
+    assert tt_relative_error(cores, table, chunk=7) == pytest.approx(whole, rel=1e-12)
+    assert tt_relative_error(tt_svd(table, TTConfig((5, 6, 7), (2, 2, 2), (10, 14))), table) \
+        < 1e-10  # full rank: exact
