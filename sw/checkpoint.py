@@ -224,8 +224,7 @@ def _cached(model: ModelConfig, path: str, stamp: tuple):
             table = cores
         out_tables.append(table)
         report.append(rec)
-    params = DlrmParams(model, [(w, b) for w, b in bottom], [(w, b) for w, b in top],
-                        out_tables)
+    params = DlrmParams(model, bottom, top, out_tables)
     return params, tuple(report)
 
 

@@ -14,7 +14,7 @@ from .device import boot_stream
 from .golden import BagBatch, QuantTable, tt_rows_int
 from .image import TablePlacement, build_image, read_image
 from .checkpoint import model_params
-from .model import Batch, generate_batch, quantize_dlrm
+from .model import Batch, generate_batch, quantize_dlrm, synthetic_dense
 from .numerics import quantize
 from .planner import (
     TableLoad,
@@ -85,11 +85,10 @@ CALIBRATION_SAMPLES = 512
 def calibration_batch(cfg, trace: Trace | None = None) -> Batch:
     """The quantiser's calibration samples: the trace's first ones (its dense features when it
     has them, else the synthetic generator's), or the config's synthetic workload."""
-    synthetic = generate_batch(cfg.model, CALIBRATION_SAMPLES, 1)
     if trace is None:
-        return synthetic
+        return generate_batch(cfg.model, CALIBRATION_SAMPLES, 1)
     n = min(CALIBRATION_SAMPLES, trace.samples)
-    dense = trace.dense[:n] if trace.dense is not None else synthetic.dense[:n]
+    dense = trace.dense[:n] if trace.dense is not None else synthetic_dense(cfg.model, n, 1)
     return Batch(np.asarray(dense, np.float32), trace.batch(0, n))
 
 
@@ -177,20 +176,18 @@ def make_batch(setup: DeviceSetup, samples: int, seed: int, bad=(), corners: boo
     model = setup.cfg.model
     if setup.trace is not None:
         bags = setup.trace.batch(0, samples)
-        for t, s in bad:
-            bags[t] = _set_first(bags[t], s, model.tables[t].rows + 7)
         dense = (np.asarray(setup.trace.dense[:samples], np.float32)
-                 if setup.trace.dense is not None else generate_batch(model, samples, seed).dense)
-        dense_q = quantize(dense, setup.qmodel.dense_frac, setup.cfg.numerics.act_bits)
-        return dense, dense_q, bags
-    tr = synthetic_traces(model, 1, samples, seed=seed, alphas=table_alphas(model))
-    bags = [BagBatch(tr[f"indices_{t}"], tr[f"offsets_{t}"]) for t in range(len(model.tables))]
-    if corners:
-        for t, table in enumerate(model.tables):
-            bags[t] = _set_first(_set_first(bags[t], 0, 0), 1, table.rows - 1)
+                 if setup.trace.dense is not None else synthetic_dense(model, samples, seed))
+    else:
+        tr = synthetic_traces(model, 1, samples, seed=seed, alphas=table_alphas(model))
+        bags = [BagBatch(tr[f"indices_{t}"], tr[f"offsets_{t}"])
+                for t in range(len(model.tables))]
+        if corners:
+            for t, table in enumerate(model.tables):
+                bags[t] = _set_first(_set_first(bags[t], 0, 0), 1, table.rows - 1)
+        dense = synthetic_dense(model, samples, seed)
     for t, s in bad:
         bags[t] = _set_first(bags[t], s, model.tables[t].rows + 7)
-    dense = generate_batch(model, samples, seed).dense
     dense_q = quantize(dense, setup.qmodel.dense_frac, setup.cfg.numerics.act_bits)
     return dense, dense_q, bags
 

@@ -26,7 +26,9 @@ from .golden import (
 from .numerics import dequantize, dot_acc_bits, frac_for, quantize
 from .tt import tt_random_cores, tt_reconstruct
 
-__all__ = ["DlrmParams", "Batch", "init_params", "generate_batch", "quantize_dlrm",
+__all__ = ["DlrmParams", "Batch", "init_params", "generate_batch", "synthetic_dense",
+           "dense_features",
+           "quantize_dlrm",
            "quantize_tt", "quantization_error"]
 
 _CALIB_ROWS = 1 << 16
@@ -96,11 +98,21 @@ def zipf_indices(rng, rows: int, count: int, alpha: float) -> np.ndarray:
     return perm[drawn]
 
 
+def dense_features(rng, model: ModelConfig, batch: int) -> np.ndarray:
+    """``batch`` samples of dense features from ``rng``: log1p of exponential counts."""
+    return np.log1p(rng.exponential(5.0, size=(batch, model.dense_features))).astype(np.float32)
+
+
+def synthetic_dense(model: ModelConfig, batch: int, seed: int) -> np.ndarray:
+    """The dense features of ``generate_batch(model, batch, seed)``, without its bags."""
+    return dense_features(np.random.default_rng(seed), model, batch)
+
+
 def generate_batch(model: ModelConfig, batch: int, seed: int, alpha: float = 1.05) -> Batch:
     """Dense features ~ log1p of exponential counts (Criteo-like), bag lengths Poisson around
     each table's pooling factor (clipped to ``max_pooling``, zero allowed), Zipf indices."""
     rng = np.random.default_rng(seed)
-    dense = np.log1p(rng.exponential(5.0, size=(batch, model.dense_features))).astype(np.float32)
+    dense = dense_features(rng, model, batch)
     bags = []
     for t in model.tables:
         lengths = np.minimum(rng.poisson(t.pooling, size=batch), t.max_pooling)
@@ -180,8 +192,8 @@ def quantize_dlrm(params: DlrmParams, numerics, calib: Batch) -> QuantDlrm:
             out_frac = min(out_frac, in_frac + w_frac)
             bias_bits = dot_acc_bits(act_bits, w_bits, w.shape[1])
             bias = quantize(b, in_frac + w_frac, bias_bits)
-            w_q = np.stack([quantize(w[:, j], w_frac + int(e), w_bits)
-                            for j, e in enumerate(shift_in)], axis=1)
+            # column j at w_frac + shift_in[j] (a power-of-two scale: exact in float64)
+            w_q = quantize(np.asarray(w, np.float64) * 2.0 ** shift_in, w_frac, w_bits)
             qlayers.append(QuantLayer(w_q, bias, in_frac, w_frac,
                                       in_frac + w_frac if raw else out_frac, relu=not raw,
                                       requant=not raw))

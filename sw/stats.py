@@ -3,8 +3,8 @@
 Trace file (``.npz``): for table ``t`` (position in the model config), ``indices_{t}`` and
 ``offsets_{t}`` in EmbeddingBag form (bag ``b`` is ``indices[offsets[b]:offsets[b+1]]``), and
 ``batches`` (how many batches the trace spans). Other formats (Meta's ``dlrm_datasets``,
-Criteo's TSV) are read by :mod:`screc.sw.traces`. Indices are counted in chunks, so memory stays bounded by the
-table sizes, not the trace length.
+Criteo's TSV) are read by :mod:`screc.sw.traces`. Indices are counted in chunks, so memory
+stays bounded by the table sizes, not the trace length.
 """
 
 from dataclasses import dataclass
@@ -14,7 +14,7 @@ import numpy as np
 
 from .checks import check_curve, check_number
 
-__all__ = ["TableStats", "TraceError", "table_stats", "analyse_npz",
+__all__ = ["TableStats", "TraceError", "table_stats", "analyse_npz", "npz_table",
            "synthetic_traces", "write_traces", "remap_permutation", "zipf_coverage",
            "expected_distinct_pages"]
 
@@ -136,6 +136,22 @@ def _chunks(array):
         yield np.asarray(array[start:start + CHUNK])
 
 
+def npz_table(trace, t: int, table, source) -> tuple:
+    """``(indices, offsets)`` of table ``t`` in a screc trace (an ``.npz`` or its dict), the
+    offsets as int64, both checked: present, and offsets starting at 0, never decreasing and
+    ending within the indices."""
+    for key in (f"indices_{t}", f"offsets_{t}"):
+        if key not in trace:
+            raise TraceError(f"{source}: missing {key} (table {t}, {table.name!r})")
+    offsets = np.asarray(trace[f"offsets_{t}"], dtype=np.int64)
+    indices = trace[f"indices_{t}"]
+    if offsets.size and (offsets[0] != 0 or np.any(np.diff(offsets) < 0)
+                         or offsets[-1] > len(indices)):
+        raise TraceError(f"{source}: offsets_{t} must start at 0, not decrease and stay "
+                         f"<= {len(indices)}")
+    return indices, offsets
+
+
 def analyse_npz(path, model, points: int = 12):
     """``[(TableStats, counts)]`` for every table of ``model`` from an ``.npz`` trace (or the
     dict :func:`synthetic_traces` returns)."""
@@ -150,15 +166,7 @@ def analyse_npz(path, model, points: int = 12):
     batches = int(trace["batches"]) if "batches" in trace else 1
     out = []
     for t, table in enumerate(model.tables):
-        for key in (f"indices_{t}", f"offsets_{t}"):
-            if key not in trace:
-                raise TraceError(f"{path}: missing {key} (table {t}, {table.name!r})")
-        offsets = np.asarray(trace[f"offsets_{t}"])
-        indices = trace[f"indices_{t}"]
-        if offsets.size and (offsets[0] != 0 or np.any(np.diff(offsets) < 0)
-                             or offsets[-1] > len(indices)):
-            raise TraceError(f"{path}: offsets_{t} must start at 0, not decrease and stay "
-                             f"<= {len(indices)}")
+        indices, offsets = npz_table(trace, t, table, path)
         lengths = np.diff(offsets, append=len(indices))
         out.append(table_stats(table.rows, _chunks(indices), offsets.size, batches, points,
                                f"{path}: table {t} ({table.name})",

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from .golden import BagBatch
-from .stats import TraceError, table_stats
+from .stats import TraceError, npz_table, table_stats
 
 __all__ = ["Trace", "load_trace", "TRACE_SUFFIXES"]
 
@@ -98,16 +98,14 @@ def _load_npz(path: Path, model) -> Trace:
         raise TraceError(f"{path}: not a readable .npz trace (truncated?): {e}") from None
     indices, offsets = [], []
     for t, table in enumerate(model.tables):
-        for key in (f"indices_{t}", f"offsets_{t}"):
-            if key not in npz:
-                raise TraceError(f"{path}: {key}: missing (table {t}, {table.name!r})")
         try:
-            idx, off = npz[f"indices_{t}"], np.asarray(npz[f"offsets_{t}"], dtype=np.int64)
+            idx, off = npz_table(npz, t, table, path)
+        except TraceError:
+            raise
         except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
             raise TraceError(f"{path}: table {t}: unreadable (truncated?): {e}") from None
-        if off.size == 0 or off[0] != 0 or np.any(np.diff(off) < 0) or off[-1] > len(idx):
-            raise TraceError(f"{path}: offsets_{t}: must start at 0, not decrease and stay "
-                             f"<= {len(idx)} (the indices' length)")
+        if off.size == 0:
+            raise TraceError(f"{path}: offsets_{t}: no bags (a trace has at least one sample)")
         indices.append(idx)
         offsets.append(off)
     samples = {o.size for o in offsets}

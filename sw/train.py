@@ -18,7 +18,7 @@ import numpy as np
 
 from .baselines import TorchDlrm
 from .golden import BagBatch, sigmoid
-from .model import Batch, init_params, zipf_indices
+from .model import Batch, dense_features, init_params, zipf_indices
 
 try:
     import torch
@@ -29,32 +29,44 @@ __all__ = ["Teacher", "make_teacher", "planted_ctr", "train_dlrm", "auc", "log_l
            "dense_variant", "TrainDlrm", "batch_tensors"]
 
 
-@dataclass
+@dataclass(frozen=True)
 class Teacher:
     dense_w: np.ndarray
     dense_u: np.ndarray
     tables: list
     pair_w: np.ndarray
     alphas: np.ndarray
-    scale: float = 1.0
-    bias: float = 0.0
+    scale: float
+    bias: float
 
 
-def make_teacher(model, seed: int, teacher_dim: int = 4) -> Teacher:
+def make_teacher(model, seed: int, teacher_dim: int = 4, logit_std: float = 2.0,
+                 ctr: float = 0.25) -> Teacher:
+    """The planted teacher of ``model``'s shape, its logits scaled to a standard deviation of
+    ``logit_std`` and shifted to a mean CTR of ``ctr`` (both measured on 65,536 samples of a
+    fixed seed, so that every split drawn from it shares one labelling rule)."""
     rng = np.random.default_rng([seed, 0x7EAC])
     k = teacher_dim
     n = len(model.tables) + 1
-    return Teacher(dense_w=rng.normal(0, 1, model.dense_features),
-                   dense_u=rng.normal(0, 1, (model.dense_features, k)) / np.sqrt(
-                       model.dense_features),
-                   tables=[rng.normal(0, 1, (t.rows, k)).astype(np.float32)
-                           for t in model.tables],
-                   pair_w=rng.normal(0, 1, (n, n)),
-                   alphas=rng.uniform(0.9, 1.2, len(model.tables)))
+    unscaled = Teacher(dense_w=rng.normal(0, 1, model.dense_features),
+                       dense_u=rng.normal(0, 1, (model.dense_features, k)) / np.sqrt(
+                           model.dense_features),
+                       tables=[rng.normal(0, 1, (t.rows, k)).astype(np.float32)
+                               for t in model.tables],
+                       pair_w=rng.normal(0, 1, (n, n)),
+                       alphas=rng.uniform(0.9, 1.2, len(model.tables)), scale=1.0, bias=0.0)
+    _, _, raw = _features(model, unscaled, 65536, np.random.default_rng([0, 0xCA1]))
+    scale = logit_std / max(float(raw.std()), 1e-12)
+    centred = (raw - raw.mean()) * scale
+    lo, hi = -20.0, 20.0
+    for _ in range(60):  # the bias that gives a mean CTR of `ctr`
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if sigmoid(centred + mid).mean() < ctr else (lo, mid)
+    return replace(unscaled, scale=scale, bias=(lo + hi) / 2 - float(raw.mean()) * scale)
 
 
 def _features(model, teacher: Teacher, samples: int, rng):
-    dense = np.log1p(rng.exponential(5.0, (samples, model.dense_features))).astype(np.float32)
+    dense = dense_features(rng, model, samples)
     bags, pooled = [], []
     for t, table in enumerate(model.tables):
         lengths = np.minimum(rng.poisson(table.pooling, samples), table.max_pooling)
@@ -66,7 +78,7 @@ def _features(model, teacher: Teacher, samples: int, rng):
         np.cumsum(rows, axis=0, out=csum[1:])
         ends = np.append(offsets[1:], idx.size)
         pooled.append((csum[ends] - csum[offsets]) / np.sqrt(np.maximum(lengths, 1))[:, None])
-    std = (dense - 1.6) / 1.0
+    std = dense - 1.6
     feats = np.stack([std @ teacher.dense_u, *pooled], axis=1)
     z = np.einsum("bik,bjk->bij", feats, feats)
     iu, ju = np.tril_indices(feats.shape[1], -1)
@@ -75,20 +87,9 @@ def _features(model, teacher: Teacher, samples: int, rng):
     return dense, bags, raw
 
 
-def planted_ctr(model, samples: int, seed: int, teacher: Teacher, logit_std: float = 2.0,
-                ctr: float = 0.25, chunk: int = 65536):
-    """``(Batch, labels, teacher probabilities)`` of ``samples`` samples (generated in chunks
-    of ``chunk``; the teacher's scale and bias are fixed on the first call, from 65,536
-    samples of seed 0, so that every split shares one labelling rule)."""
-    if teacher.scale == 1.0 and teacher.bias == 0.0:
-        _, _, raw = _features(model, teacher, 65536, np.random.default_rng([0, 0xCA1]))
-        teacher.scale = logit_std / max(float(raw.std()), 1e-12)
-        centred = (raw - raw.mean()) * teacher.scale
-        lo, hi = -20.0, 20.0
-        for _ in range(60):  # the bias that gives a mean CTR of `ctr`
-            mid = (lo + hi) / 2
-            lo, hi = (mid, hi) if sigmoid(centred + mid).mean() < ctr else (lo, mid)
-        teacher.bias = (lo + hi) / 2 - float(raw.mean()) * teacher.scale
+def planted_ctr(model, samples: int, seed: int, teacher: Teacher, chunk: int = 65536):
+    """``(Batch, labels, teacher probabilities)`` of ``samples`` samples drawn from
+    ``teacher`` (generated in chunks of ``chunk``)."""
     rng = np.random.default_rng([seed, 0xDA7A])
     denses, bag_parts, probs = [], [[] for _ in model.tables], []
     for start in range(0, samples, chunk):
